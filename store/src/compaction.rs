@@ -1,0 +1,336 @@
+//! Compaction: reclaims segments whose records are mostly dead by copying the live ones to the
+//! head and marking the segment free. Also empties a device that is being removed.
+//!
+//! Steps: read the whole segment; walk it; copy each live record through the normal append path
+//! (so copies are group-committed and acknowledged like client writes); drop tombstones nothing
+//! older can resurrect; once every copy is durable, write a FREE marker into the segment header,
+//! flush, and only then let the segment be reused.
+
+use ds_nvme::{Completion, IoRequest};
+
+use crate::engine::{CoreStore, OpKind, ReadIo, Stage};
+use crate::limits::{COMPACTION_DEAD_PERCENT_MIN, OPS_INFLIGHT_MAX};
+use crate::loc::Loc;
+use crate::member::{token, Purpose};
+use crate::record::RecordKind;
+use crate::scan::{scan, ScanItem};
+use crate::segment::{SegmentHeader, SegmentMark, SegmentState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Reading,
+    /// Walking records from `cursor`, copying live ones.
+    Copying,
+    Marking,
+    Flushing,
+    /// Freed on disk; waiting for reads still in flight into it.
+    Releasing,
+}
+
+pub(crate) struct Compaction {
+    slot: u8,
+    segment: u32,
+    seq: u64,
+    image: Option<ds_nvme::DmaBuf>,
+    step: Step,
+    /// Live records found by the walk, as (offset in image, loc), not yet turned into copies.
+    todo: Vec<(usize, Loc)>,
+    copies_pending: usize,
+    failed: bool,
+}
+
+impl Compaction {
+    pub(crate) fn source(&self) -> &ds_nvme::DmaBuf {
+        self.image.as_ref().expect("compaction image")
+    }
+}
+
+impl CoreStore {
+    /// Asks for compaction of every segment with dead bytes, whatever the free space.
+    pub fn request_compaction(&mut self) {
+        self.compact_eagerly = true;
+    }
+
+    /// Moves compaction on; called from every poll.
+    pub(crate) fn step_compaction(&mut self) {
+        let Some(compaction) = self.compaction.as_mut() else {
+            self.start_compaction();
+            return;
+        };
+        match compaction.step {
+            Step::Reading | Step::Marking | Step::Flushing => {}
+            Step::Copying => self.issue_copies(),
+            Step::Releasing => {
+                let slot = usize::from(compaction.slot);
+                let segment = compaction.segment as usize;
+                let member = self.members[slot].as_mut().expect("member");
+                if member.segments[segment].readers == 0 {
+                    member.segments[segment] = crate::segment::SegmentInfo::free();
+                    self.stats.compactions += 1;
+                    self.compaction = None;
+                }
+            }
+        }
+    }
+
+    fn start_compaction(&mut self) {
+        let Some((slot, segment)) = self.pick_compaction() else {
+            self.compact_eagerly = false;
+            return;
+        };
+        let member = self.members[slot].as_mut().expect("member");
+        let bytes = member.segment_bytes() as usize;
+        let offset = member.segment_offset(segment);
+        let seq = member.segments[segment as usize].seq;
+        let buf = self.bufs.take(bytes);
+        let id = self.new_read(ReadIo::CompactionSource);
+        let member = self.members[slot].as_mut().expect("member");
+        member.submit(IoRequest::read(buf, offset, bytes), token(Purpose::Read, slot as u8, id));
+        self.compaction = Some(Compaction {
+            slot: slot as u8,
+            segment,
+            seq,
+            image: None,
+            step: Step::Reading,
+            todo: Vec::new(),
+            copies_pending: 0,
+            failed: false,
+        });
+    }
+
+    /// A draining device's segments first; then, when space runs low (or compaction was asked
+    /// for), the sealed segment with the most dead bytes.
+    fn pick_compaction(&self) -> Option<(usize, u32)> {
+        let mut best: Option<(u64, usize, u32)> = None;
+        for (slot, member) in self.members.iter().enumerate() {
+            let Some(member) = member else { continue };
+            let total = member.segments.len();
+            let low = member.free_segments() * 8 < total || member.free_segments() < 4;
+            for (segment, info) in member.segments.iter().enumerate() {
+                if info.state != SegmentState::Sealed {
+                    continue;
+                }
+                let busy = member.batches.iter().any(|b| b.segment == segment as u32)
+                    || member.filling.as_ref().is_some_and(|b| b.segment == segment as u32);
+                if busy {
+                    continue;
+                }
+                let dead = member.segment_bytes() - info.live_bytes;
+                let worth = dead * 100 >= member.segment_bytes() * COMPACTION_DEAD_PERCENT_MIN;
+                let wanted = member.draining
+                    || (self.compact_eagerly && dead > 0)
+                    || (low && worth);
+                if !wanted {
+                    continue;
+                }
+                let score = if member.draining { u64::MAX } else { dead };
+                if best.is_none_or(|(best_score, ..)| score > best_score) {
+                    best = Some((score, slot, segment as u32));
+                }
+            }
+        }
+        best.map(|(_, slot, segment)| (slot, segment))
+    }
+
+    pub(crate) fn handle_compaction_read(&mut self, completion: Completion) {
+        let buf = completion.buf.expect("compaction buffer");
+        let compaction = self.compaction.as_mut().expect("compaction");
+        if let Err(error) = completion.result {
+            tracing::error!(segment = compaction.segment, %error, "compaction read failed");
+            self.stats.read_errors += 1;
+            self.bufs.give(buf);
+            self.compaction = None;
+            return;
+        }
+        let slot = compaction.slot;
+        let segment = compaction.segment;
+        let seq = compaction.seq;
+        let member = self.members[usize::from(slot)].as_ref().expect("member");
+        let base = member.segment_offset(segment);
+        let block = member.block_bytes() as usize;
+        // Tombstones older than every record outside this segment have nothing left to hide.
+        let oldest_elsewhere = self
+            .members
+            .iter()
+            .flatten()
+            .flat_map(|m| {
+                m.segments.iter().enumerate().filter_map(move |(i, info)| {
+                    let other = m.slot != slot || i as u32 != segment;
+                    (other && info.state != SegmentState::Free).then_some(info.lsn_min)
+                })
+            })
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut todo = Vec::new();
+        let mut candidates = Vec::new();
+        let mut dropped = Vec::new();
+        let mut corrupt = 0u64;
+        scan(buf.as_slice(), seq, block, block, |item| {
+            let ScanItem::Record { offset, header, disk_bytes, data_ok } = item else {
+                return;
+            };
+            let tombstone = header.kind == RecordKind::Tombstone;
+            let loc = Loc::new(slot, base + offset as u64, disk_bytes as u64, tombstone);
+            let fp = header.key.fingerprint();
+            candidates.clear();
+            self.index.candidates(fp, &mut candidates);
+            if !candidates.contains(&loc.bits()) {
+                return;
+            }
+            if !data_ok {
+                corrupt += 1;
+                dropped.push((fp, loc));
+            } else if tombstone && header.born_lsn < oldest_elsewhere && !self.busy.contains(&header.key) {
+                self.stats.tombstones_dropped += 1;
+                dropped.push((fp, loc));
+            } else {
+                todo.push((offset, loc));
+            }
+        });
+        for (fp, loc) in dropped {
+            let removed = self.index.remove(fp, loc.bits());
+            assert!(removed);
+            self.add_live(loc, -1);
+        }
+        if corrupt > 0 {
+            tracing::error!(slot, segment, corrupt, "compaction dropped corrupt live records");
+            self.stats.compaction_corrupt += corrupt;
+        }
+        let compaction = self.compaction.as_mut().expect("compaction");
+        todo.reverse();
+        compaction.todo = todo;
+        compaction.image = Some(buf);
+        compaction.step = Step::Copying;
+        self.issue_copies();
+    }
+
+    /// Turns walked live records into copy ops while op slots are plentiful.
+    fn issue_copies(&mut self) {
+        loop {
+            let inflight = self.inflight();
+            let compaction = self.compaction.as_mut().expect("compaction");
+            if compaction.todo.is_empty() {
+                if compaction.copies_pending == 0 {
+                    self.mark_free();
+                }
+                return;
+            }
+            if inflight >= OPS_INFLIGHT_MAX / 2 {
+                return;
+            }
+            let (offset, loc) = compaction.todo.pop().expect("todo");
+            compaction.copies_pending += 1;
+            let image = compaction.image.as_ref().expect("image").as_slice();
+            let header = crate::record::RecordHeader::decode(&image[offset..]).expect("walked");
+            let op = self.new_copy_op(header.key, OpKind::Copy { old: loc, header, source: offset });
+            self.op_mut(op).data_bytes = header.data_bytes as usize;
+            if self.busy.contains(&header.key) {
+                self.op_mut(op).stage = Stage::Deferred;
+                self.deferred.push_back(op);
+            } else {
+                self.busy.insert(header.key);
+                self.append(op, None);
+            }
+        }
+    }
+
+    pub(crate) fn copy_done(&mut self) {
+        let compaction = self.compaction.as_mut().expect("compaction");
+        compaction.copies_pending -= 1;
+    }
+
+    pub(crate) fn copy_failed(&mut self) {
+        let compaction = self.compaction.as_mut().expect("compaction");
+        compaction.copies_pending -= 1;
+        compaction.failed = true;
+    }
+
+    /// Every copy is durable: write the FREE marker.
+    fn mark_free(&mut self) {
+        let compaction = self.compaction.as_mut().expect("compaction");
+        if compaction.step != Step::Copying {
+            return;
+        }
+        if let Some(image) = compaction.image.take() {
+            self.bufs.give(image);
+        }
+        let compaction = self.compaction.as_mut().expect("compaction");
+        if compaction.failed {
+            tracing::warn!(segment = compaction.segment, "compaction abandoned after a failed copy");
+            self.compaction = None;
+            return;
+        }
+        let (slot, segment, seq) = (compaction.slot, compaction.segment, compaction.seq);
+        compaction.step = Step::Marking;
+        let member = self.members[usize::from(slot)].as_ref().expect("member");
+        let live = member.segments[segment as usize].live_bytes;
+        if live != 0 {
+            // Entries the walk could not find (a damaged header): they point at bytes about to
+            // be reused, so they go, and the loss is counted.
+            self.drop_entries_into(slot, segment);
+        }
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        let block = member.block_bytes() as usize;
+        let mut buf = self.bufs.take(block);
+        buf.as_mut_slice()[..block].fill(0);
+        let header = SegmentHeader {
+            mark: SegmentMark::Free,
+            seq,
+            partition: member.partition as u32,
+            segment,
+            device_uuid: member.sb.device_uuid,
+        };
+        header.encode(buf.as_mut_slice());
+        let offset = member.segment_offset(segment);
+        let id = self.new_read(ReadIo::CompactionMark);
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        member.submit(IoRequest::write(buf, offset, block), token(Purpose::Read, slot, id));
+    }
+
+    fn drop_entries_into(&mut self, slot: u8, segment: u32) {
+        let member = self.members[usize::from(slot)].as_ref().expect("member");
+        let start = member.segment_offset(segment);
+        let end = start + member.segment_bytes();
+        let doomed: Vec<(u64, u64)> = self
+            .index
+            .iter()
+            .filter(|&(_, bits)| {
+                let loc = Loc::from_bits(bits);
+                loc.device() == slot && (start..end).contains(&loc.offset())
+            })
+            .collect();
+        for (fp, bits) in doomed {
+            tracing::error!(slot, segment, "dropping an index entry to an unreadable record");
+            self.stats.compaction_corrupt += 1;
+            self.index.remove(fp, bits);
+            self.add_live(Loc::from_bits(bits), -1);
+        }
+    }
+
+    pub(crate) fn handle_compaction_marked(&mut self, completion: Completion) {
+        if let Some(buf) = completion.buf {
+            self.bufs.give(buf);
+        }
+        let compaction = self.compaction.as_mut().expect("compaction");
+        if let Err(error) = completion.result {
+            tracing::error!(segment = compaction.segment, %error, "writing the FREE marker failed");
+            self.compaction = None;
+            return;
+        }
+        compaction.step = Step::Flushing;
+        let slot = compaction.slot;
+        let id = self.new_read(ReadIo::CompactionFlush);
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        member.submit(IoRequest::flush(), token(Purpose::Read, slot, id));
+    }
+
+    pub(crate) fn handle_compaction_flushed(&mut self, completion: Completion) {
+        let compaction = self.compaction.as_mut().expect("compaction");
+        if let Err(error) = completion.result {
+            tracing::error!(segment = compaction.segment, %error, "flushing the FREE marker failed");
+            self.compaction = None;
+            return;
+        }
+        compaction.step = Step::Releasing;
+    }
+}

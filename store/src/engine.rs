@@ -1,0 +1,797 @@
+//! The shard store of one core: put, get and delete of shard records across the core's
+//! partitions of every device in the pool, as a state machine driven by [`CoreStore::poll`].
+//!
+//! Requests go in with `submit_*` and come out as [`Event`]s; device I/O happens only through
+//! the members' queues, so a reactor can drive many requests without blocking. Start-up
+//! (recovery), checkpoints and scrub are in their own modules and may block.
+//!
+//! Writes to one key are serialised (a second waits for the first). Before a put or delete is
+//! appended, the headers behind the key's fingerprint are read, both to tell a true overwrite
+//! from a fingerprint collision and to refuse versions that are not newer.
+
+use std::collections::{HashSet, VecDeque};
+
+use ds_nvme::{Completion, DmaBuf, IoRequest};
+
+use crate::bufs::BufCache;
+use crate::error::{CorruptReason, GetError, PutError};
+use crate::index::Index;
+use crate::key::ShardKey;
+use crate::limits::{OPS_INFLIGHT_MAX, RECORD_DATA_BYTES_MAX, RECORD_HEADER_BYTES};
+use crate::loc::Loc;
+use crate::member::{token, untoken, BatchState, Member, Purpose};
+use crate::record::{record_disk_bytes, RecordHeader, RecordKind, ShardMeta};
+use crate::segment::SegmentState;
+use crate::stats::StoreStats;
+
+/// A finished request.
+#[derive(Debug)]
+pub struct Event {
+    pub token: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Put(Result<(), PutError>),
+    /// `true` when a live shard was deleted.
+    Delete(Result<bool, PutError>),
+    Get(Result<GetDone, GetError>),
+}
+
+/// A shard read back and verified. Give `buf` back with [`CoreStore::recycle`] when done.
+#[derive(Debug)]
+pub struct GetDone {
+    pub header: RecordHeader,
+    pub buf: DmaBuf,
+}
+
+impl GetDone {
+    pub fn data(&self) -> &[u8] {
+        &self.buf.as_slice()[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + self.header.data_bytes as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OpKind {
+    Put { meta: ShardMeta },
+    Delete { version: u64 },
+    Get,
+    /// Compaction moving a live record: `source` is its offset in the compaction buffer.
+    Copy { old: Loc, header: RecordHeader, source: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Deferred,
+    Resolving,
+    Placed,
+}
+
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub token: u64,
+    pub key: ShardKey,
+    pub fp: u64,
+    pub kind: OpKind,
+    pub stage: Stage,
+    pub reads_pending: u32,
+    /// The record of this key found behind the fingerprint.
+    pub matched: Option<(Loc, RecordHeader)>,
+    pub corrupt: Option<(Loc, CorruptReason)>,
+    pub read_error: Option<ds_nvme::IoError>,
+    /// The buffer of a get whose record matched.
+    pub got: Option<DmaBuf>,
+    /// Put data kept while the op waits or resolves.
+    pub staged: Option<DmaBuf>,
+    pub data_bytes: usize,
+    pub placed: Option<Loc>,
+}
+
+/// What an outstanding read is for.
+pub(crate) enum ReadIo {
+    /// A candidate record for an op.
+    Candidate { op: usize, loc: Loc },
+    /// Compaction reading its source segment.
+    CompactionSource,
+    /// Compaction's FREE marker write, then its flush.
+    CompactionMark,
+    CompactionFlush,
+}
+
+pub struct CoreStore {
+    pub(crate) core: usize,
+    pub(crate) node_id: u128,
+    pub(crate) members: Vec<Option<Member>>,
+    pub(crate) index: Index,
+    pub(crate) lsn_next: u64,
+    pub(crate) seq_next: u64,
+    pub(crate) ops: Vec<Option<Op>>,
+    free_ops: Vec<usize>,
+    pub(crate) reads: Vec<Option<ReadIo>>,
+    free_reads: Vec<usize>,
+    pub(crate) busy: HashSet<ShardKey>,
+    pub(crate) deferred: VecDeque<usize>,
+    pub(crate) events: VecDeque<Event>,
+    scratch: Vec<Completion>,
+    candidates: Vec<u64>,
+    pub(crate) bufs: BufCache,
+    pub(crate) stats: StoreStats,
+    pub(crate) compaction: Option<crate::compaction::Compaction>,
+    pub(crate) compact_eagerly: bool,
+    next_token: u64,
+}
+
+impl CoreStore {
+    pub(crate) fn assemble(core: usize, node_id: u128) -> Self {
+        Self {
+            core,
+            node_id,
+            members: Vec::new(),
+            index: Index::new(),
+            lsn_next: 1,
+            seq_next: 1,
+            ops: Vec::new(),
+            free_ops: Vec::new(),
+            reads: Vec::new(),
+            free_reads: Vec::new(),
+            busy: HashSet::new(),
+            deferred: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+            candidates: Vec::new(),
+            bufs: BufCache::new(),
+            stats: StoreStats::default(),
+            compaction: None,
+            compact_eagerly: false,
+            next_token: 1 << 63,
+        }
+    }
+
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    pub fn node_id(&self) -> u128 {
+        self.node_id
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Shards (and tombstones) the index knows.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn index_heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
+    }
+
+    /// Requests accepted and not yet completed.
+    pub fn inflight(&self) -> usize {
+        self.ops.len() - self.free_ops.len()
+    }
+
+    pub fn recycle(&mut self, buf: DmaBuf) {
+        self.bufs.give(buf);
+    }
+
+    /// Stores `data` as shard `key` at `meta.version`, which must be newer than what is stored.
+    pub fn submit_put(&mut self, key: ShardKey, meta: ShardMeta, data: &[u8], token: u64) {
+        if data.len() > RECORD_DATA_BYTES_MAX {
+            let error = PutError::TooLarge { bytes: data.len(), max: RECORD_DATA_BYTES_MAX };
+            self.emit(token, Outcome::Put(Err(error)));
+            return;
+        }
+        self.submit_write(key, OpKind::Put { meta }, data, token);
+    }
+
+    /// Records that `key` is deleted as of `version`.
+    pub fn submit_delete(&mut self, key: ShardKey, version: u64, token: u64) {
+        self.submit_write(key, OpKind::Delete { version }, &[], token);
+    }
+
+    fn submit_write(&mut self, key: ShardKey, kind: OpKind, data: &[u8], token: u64) {
+        let Some(op) = self.new_op(token, key, kind) else {
+            let outcome = match kind {
+                OpKind::Delete { .. } => Outcome::Delete(Err(PutError::Busy)),
+                _ => Outcome::Put(Err(PutError::Busy)),
+            };
+            self.emit(token, outcome);
+            return;
+        };
+        let must_wait = self.busy.contains(&key);
+        let has_candidates = !must_wait && {
+            self.index.candidates(key.fingerprint(), &mut self.candidates);
+            let any = !self.candidates.is_empty();
+            self.candidates.clear();
+            any
+        };
+        if must_wait || has_candidates {
+            // Keep the data until the op can be appended.
+            let mut staged = self.bufs.take(data.len().max(1));
+            staged.as_mut_slice()[..data.len()].copy_from_slice(data);
+            let op_ref = self.op_mut(op);
+            op_ref.staged = Some(staged);
+            op_ref.data_bytes = data.len();
+        }
+        if must_wait {
+            self.op_mut(op).stage = Stage::Deferred;
+            self.deferred.push_back(op);
+            return;
+        }
+        self.op_mut(op).data_bytes = data.len();
+        self.start(op, Some(data));
+    }
+
+    /// Reads shard `key`; verified data or a distinct error comes back in an event.
+    pub fn submit_get(&mut self, key: ShardKey, token: u64) {
+        let Some(op) = self.new_op(token, key, OpKind::Get) else {
+            self.emit(token, Outcome::Get(Err(GetError::Busy)));
+            return;
+        };
+        self.resolve(op);
+        if self.op(op).reads_pending == 0 {
+            self.finish_get(op);
+        }
+    }
+
+    fn new_op(&mut self, token: u64, key: ShardKey, kind: OpKind) -> Option<usize> {
+        if self.inflight() >= OPS_INFLIGHT_MAX {
+            return None;
+        }
+        let op = Op {
+            token,
+            key,
+            fp: key.fingerprint(),
+            kind,
+            stage: Stage::Resolving,
+            reads_pending: 0,
+            matched: None,
+            corrupt: None,
+            read_error: None,
+            got: None,
+            staged: None,
+            data_bytes: 0,
+            placed: None,
+        };
+        Some(match self.free_ops.pop() {
+            Some(slot) => {
+                self.ops[slot] = Some(op);
+                slot
+            }
+            None => {
+                self.ops.push(Some(op));
+                self.ops.len() - 1
+            }
+        })
+    }
+
+    /// An op for compaction; the caller has checked there is room.
+    pub(crate) fn new_copy_op(&mut self, key: ShardKey, kind: OpKind) -> usize {
+        self.new_op(0, key, kind).expect("room for a compaction copy")
+    }
+
+    /// A token no caller uses (callers' tokens stay below 2^63), for the blocking helpers.
+    pub(crate) fn private_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    pub(crate) fn op(&self, op: usize) -> &Op {
+        self.ops[op].as_ref().expect("live op")
+    }
+
+    pub(crate) fn op_mut(&mut self, op: usize) -> &mut Op {
+        self.ops[op].as_mut().expect("live op")
+    }
+
+    fn free_op(&mut self, op: usize) -> Op {
+        let taken = self.ops[op].take().expect("live op");
+        self.free_ops.push(op);
+        taken
+    }
+
+    pub(crate) fn emit(&mut self, token: u64, outcome: Outcome) {
+        self.events.push_back(Event { token, outcome });
+    }
+
+    /// Starts a write whose key is free: lock it, then resolve or append at once.
+    fn start(&mut self, op: usize, data: Option<&[u8]>) {
+        let key = self.op(op).key;
+        let inserted = self.busy.insert(key);
+        assert!(inserted, "key {key} already has a write in progress");
+        self.resolve(op);
+        if self.op(op).reads_pending == 0 {
+            self.append(op, data);
+        }
+    }
+
+    /// Submits a read for every index entry behind the op's fingerprint.
+    fn resolve(&mut self, op: usize) {
+        let fp = self.op(op).fp;
+        let header_only = !matches!(self.op(op).kind, OpKind::Get);
+        self.index.candidates(fp, &mut self.candidates);
+        let candidates = std::mem::take(&mut self.candidates);
+        for &bits in &candidates {
+            let loc = Loc::from_bits(bits);
+            let Some(member) = self.members.get(usize::from(loc.device())).and_then(Option::as_ref)
+            else {
+                continue;
+            };
+            let block = u64::from(member.block_bytes());
+            let len = if header_only || loc.is_tombstone() { block } else { loc.len() };
+            self.submit_read(op, loc, len);
+        }
+        self.candidates = candidates;
+        self.candidates.clear();
+        self.op_mut(op).stage = Stage::Resolving;
+    }
+
+    fn submit_read(&mut self, op: usize, loc: Loc, len: u64) {
+        let buf = self.bufs.take(len as usize);
+        let id = self.new_read(ReadIo::Candidate { op, loc });
+        let member = self.members[usize::from(loc.device())].as_mut().expect("member");
+        let segment = member.segment_of(loc.offset());
+        member.segments[segment as usize].readers += 1;
+        let slot = member.slot;
+        member.submit(IoRequest::read(buf, loc.offset(), len as usize), token(Purpose::Read, slot, id));
+        self.op_mut(op).reads_pending += 1;
+    }
+
+    pub(crate) fn new_read(&mut self, read: ReadIo) -> u64 {
+        let id = match self.free_reads.pop() {
+            Some(id) => {
+                self.reads[id] = Some(read);
+                id
+            }
+            None => {
+                self.reads.push(Some(read));
+                self.reads.len() - 1
+            }
+        };
+        id as u64
+    }
+
+    /// Drives everything: resubmits refused requests, reaps completions, finishes ops, starts
+    /// group-commit writes and flushes, and moves compaction on. Returns events ready so far.
+    pub fn poll(&mut self, out: &mut Vec<Event>) -> usize {
+        for member in self.members.iter_mut().flatten() {
+            member.drain_backlog();
+        }
+        let mut progress = true;
+        while progress {
+            progress = false;
+            for slot in 0..self.members.len() {
+                let Some(member) = self.members[slot].as_mut() else { continue };
+                let mut done = std::mem::take(&mut self.scratch);
+                member.queue.reap(&mut done);
+                progress |= !done.is_empty();
+                for completion in done.drain(..) {
+                    self.handle_completion(completion);
+                }
+                self.scratch = done;
+            }
+            progress |= self.run_deferred();
+            self.step_compaction();
+            for member in self.members.iter_mut().flatten() {
+                member.submit_ready(&mut self.bufs);
+                member.drain_backlog();
+            }
+        }
+        let before = out.len();
+        out.extend(self.events.drain(..));
+        out.len() - before
+    }
+
+    /// Blocks until some device completes a request, or `timeout` passes.
+    pub fn wait(&mut self, timeout: std::time::Duration) {
+        for member in self.members.iter_mut().flatten() {
+            if member.queue.inflight() > 0 {
+                let _ = member.queue.wait(Some(timeout));
+                return;
+            }
+        }
+    }
+
+    /// Nothing accepted is still in progress.
+    pub fn is_idle(&self) -> bool {
+        self.inflight() == 0
+            && self.compaction.is_none()
+            && self.members.iter().flatten().all(Member::is_idle)
+    }
+
+    fn handle_completion(&mut self, completion: Completion) {
+        let (purpose, slot, id) = untoken(completion.token);
+        match purpose {
+            Some(Purpose::BatchWrite) => self.handle_batch_written(slot, id, completion),
+            Some(Purpose::Flush) => self.handle_flushed(slot, completion),
+            Some(Purpose::Read) => self.handle_read(slot, id as usize, completion),
+            None => panic!("completion with unknown token {:#x}", completion.token),
+        }
+    }
+
+    fn handle_batch_written(&mut self, slot: u8, id: u64, completion: Completion) {
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        if let Some(buf) = completion.buf {
+            self.bufs.give(buf);
+        }
+        let batch = member.batches.iter_mut().find(|b| b.id == id).expect("batch in flight");
+        assert_eq!(batch.state, BatchState::Submitted);
+        match completion.result {
+            Ok(()) => batch.state = BatchState::Written,
+            Err(error) => self.fail_member(slot, error),
+        }
+    }
+
+    fn handle_flushed(&mut self, slot: u8, completion: Completion) {
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        assert!(member.flush_inflight);
+        member.flush_inflight = false;
+        if let Err(error) = completion.result {
+            self.fail_member(slot, error);
+            return;
+        }
+        for batch in member.batches.iter_mut().filter(|b| b.state == BatchState::Flushing) {
+            batch.state = BatchState::Durable;
+        }
+        // Acknowledge in order: a batch is done only when every earlier one is durable.
+        let mut acked = Vec::new();
+        while member.batches.front().is_some_and(|b| b.state == BatchState::Durable) {
+            let batch = member.batches.pop_front().expect("front batch");
+            acked.extend(batch.ops);
+        }
+        for op in acked {
+            self.finish_write(op);
+        }
+    }
+
+    /// A write or flush failed: nothing after the last acknowledged batch can be trusted, so
+    /// every pending op on this member fails and its head segment is closed for good.
+    fn fail_member(&mut self, slot: u8, error: ds_nvme::IoError) {
+        tracing::error!(slot, %error, "device write failed; pending writes on it are failed");
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        member.failed = true;
+        let mut ops = Vec::new();
+        if let Some(batch) = member.filling.take() {
+            ops.extend(batch.ops);
+            self.bufs.give(batch.buf);
+        }
+        for batch in member.batches.drain(..) {
+            ops.extend(batch.ops);
+        }
+        if let Some(head) = member.head.take() {
+            member.segments[head as usize].state = SegmentState::Sealed;
+        }
+        self.stats.write_errors += 1;
+        for op in ops {
+            self.fail_write(op, PutError::Io(error.clone()));
+        }
+    }
+
+    fn handle_read(&mut self, slot: u8, id: usize, completion: Completion) {
+        let read = self.reads[id].take().expect("read in flight");
+        self.free_reads.push(id);
+        match read {
+            ReadIo::Candidate { op, loc } => self.handle_candidate(slot, op, loc, completion),
+            ReadIo::CompactionSource => self.handle_compaction_read(completion),
+            ReadIo::CompactionMark => self.handle_compaction_marked(completion),
+            ReadIo::CompactionFlush => self.handle_compaction_flushed(completion),
+        }
+    }
+
+    fn handle_candidate(&mut self, slot: u8, op: usize, loc: Loc, completion: Completion) {
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        let segment = member.segment_of(loc.offset());
+        member.segments[segment as usize].readers -= 1;
+        let buf = completion.buf.expect("read buffer");
+        let key = self.op(op).key;
+        let is_get = matches!(self.op(op).kind, OpKind::Get);
+        match completion.result {
+            Err(error) => {
+                self.stats.read_errors += 1;
+                self.op_mut(op).read_error = Some(error);
+                self.bufs.give(buf);
+            }
+            Ok(()) => match RecordHeader::decode(buf.as_slice()) {
+                Err(error) => {
+                    self.stats.corrupt_reads += 1;
+                    self.op_mut(op).corrupt = Some((loc, CorruptReason::Header(error)));
+                    self.bufs.give(buf);
+                }
+                Ok(header) if header.key != key => self.bufs.give(buf),
+                Ok(header) => {
+                    let data_ok = !is_get
+                        || header.kind == RecordKind::Tombstone
+                        || crc32c::crc32c(
+                            &buf.as_slice()[RECORD_HEADER_BYTES
+                                ..RECORD_HEADER_BYTES + header.data_bytes as usize],
+                        ) == header.data_crc;
+                    if !data_ok {
+                        self.stats.corrupt_reads += 1;
+                        self.op_mut(op).corrupt = Some((loc, CorruptReason::DataChecksum));
+                        self.bufs.give(buf);
+                    } else {
+                        let entry = self.op_mut(op);
+                        assert!(entry.matched.is_none(), "two index entries for key {key}");
+                        entry.matched = Some((loc, header));
+                        if is_get {
+                            entry.got = Some(buf);
+                        } else {
+                            self.bufs.give(buf);
+                        }
+                    }
+                }
+            },
+        }
+        let entry = self.op_mut(op);
+        entry.reads_pending -= 1;
+        if entry.reads_pending > 0 {
+            return;
+        }
+        if is_get {
+            self.finish_get(op);
+        } else {
+            self.resolved(op);
+        }
+    }
+
+    fn finish_get(&mut self, op: usize) {
+        let mut done = self.free_op(op);
+        let outcome = match (done.matched, done.got.take()) {
+            (Some((_, header)), Some(buf)) if header.kind == RecordKind::Shard => {
+                self.stats.gets += 1;
+                self.stats.get_bytes += u64::from(header.data_bytes);
+                Ok(GetDone { header, buf })
+            }
+            (Some(_), buf) => {
+                if let Some(buf) = buf {
+                    self.bufs.give(buf);
+                }
+                Err(GetError::NotFound)
+            }
+            (None, _) => match (done.corrupt, done.read_error) {
+                (Some((loc, reason)), _) => {
+                    Err(GetError::Corrupt { device: loc.device(), offset: loc.offset(), reason })
+                }
+                (None, Some(error)) => Err(GetError::Io(error)),
+                (None, None) => Err(GetError::NotFound),
+            },
+        };
+        self.emit(done.token, Outcome::Get(outcome));
+    }
+
+    /// All candidate headers of a write are in: refuse it if not newer, else append it.
+    fn resolved(&mut self, op: usize) {
+        let entry = self.op(op);
+        if let Some(error) = entry.read_error.clone() {
+            self.fail_write(op, PutError::Io(error));
+            return;
+        }
+        let offered = match entry.kind {
+            OpKind::Put { meta } => meta.version,
+            OpKind::Delete { version } => version,
+            OpKind::Get | OpKind::Copy { .. } => unreachable!("only puts and deletes resolve"),
+        };
+        if let Some((_, header)) = entry.matched {
+            if header.meta.version >= offered {
+                let error =
+                    PutError::Stale { key: entry.key, current: header.meta.version, offered };
+                self.fail_write(op, error);
+                return;
+            }
+        }
+        self.append(op, None);
+    }
+
+    /// Copies the op's record into a batch of the device with the most free space.
+    pub(crate) fn append(&mut self, op: usize, data: Option<&[u8]>) {
+        let entry = self.op(op);
+        let (kind, meta, born) = match entry.kind {
+            OpKind::Put { meta } => (RecordKind::Shard, meta, None),
+            OpKind::Delete { version } => {
+                (RecordKind::Tombstone, ShardMeta { version, ..ShardMeta::default() }, None)
+            }
+            OpKind::Copy { header, .. } => (header.kind, header.meta, Some(header.born_lsn)),
+            OpKind::Get => unreachable!("gets are not appended"),
+        };
+        let data_bytes = entry.data_bytes;
+        let use_reserve = !matches!(entry.kind, OpKind::Put { .. });
+        let avoid = match entry.kind {
+            OpKind::Copy { old, .. } => Some(old.device()),
+            _ => None,
+        };
+        let Some(slot) = self.pick_member(data_bytes, avoid) else {
+            self.fail_write(op, PutError::NoDevice);
+            return;
+        };
+        let member = self.members[slot].as_mut().expect("member");
+        let block = member.block_bytes();
+        let disk_bytes = record_disk_bytes(data_bytes, block);
+        if disk_bytes + u64::from(block) > member.segment_bytes() {
+            let max = (member.segment_bytes() - u64::from(block)) as usize - RECORD_HEADER_BYTES;
+            self.fail_write(op, PutError::TooLarge { bytes: data_bytes, max });
+            return;
+        }
+        let placement = match member.place(disk_bytes, use_reserve, &mut self.seq_next, &mut self.bufs)
+        {
+            Ok(placement) => placement,
+            Err(error) => {
+                self.fail_write(op, error);
+                return;
+            }
+        };
+        let lsn = self.lsn_next;
+        self.lsn_next += 1;
+        let head = member.segment_of(placement.offset);
+        let info = &mut member.segments[head as usize];
+        info.lsn_min = info.lsn_min.min(lsn);
+        let batch = member.filling.as_mut().expect("filling batch");
+        let at = (placement.offset - batch.offset) as usize;
+        let record = &mut batch.buf.as_mut_slice()[at..at + disk_bytes as usize];
+        let entry = self.ops[op].as_mut().expect("live op");
+        let source: &[u8] = match (&entry.kind, data, entry.staged.as_ref()) {
+            (OpKind::Copy { source, .. }, _, _) => {
+                let compaction = self.compaction.as_ref().expect("compaction in progress");
+                let start = source + RECORD_HEADER_BYTES;
+                &compaction.source().as_slice()[start..start + data_bytes]
+            }
+            (_, Some(data), _) => data,
+            (_, None, Some(staged)) => &staged.as_slice()[..data_bytes],
+            (_, None, None) => &[],
+        };
+        assert_eq!(source.len(), data_bytes);
+        let header = RecordHeader {
+            kind,
+            key: entry.key,
+            meta,
+            data_bytes: data_bytes as u32,
+            data_crc: crc32c::crc32c(source),
+            segment_seq: placement.segment_seq,
+            lsn,
+            born_lsn: born.unwrap_or(lsn),
+        };
+        header.encode(record);
+        record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + data_bytes].copy_from_slice(source);
+        record[RECORD_HEADER_BYTES + data_bytes..].fill(0);
+        batch.len = at + disk_bytes as usize;
+        batch.ops.push(op);
+        let loc = Loc::new(slot as u8, placement.offset, disk_bytes, kind == RecordKind::Tombstone);
+        entry.placed = Some(loc);
+        entry.stage = Stage::Placed;
+        if let Some(staged) = entry.staged.take() {
+            self.bufs.give(staged);
+        }
+    }
+
+    /// The device with the most free space that takes writes.
+    fn pick_member(&self, data_bytes: usize, avoid: Option<u8>) -> Option<usize> {
+        let _ = data_bytes;
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, member)| member.as_ref().map(|member| (slot, member)))
+            .filter(|(slot, member)| member.accepts_writes() && avoid != Some(*slot as u8))
+            .max_by_key(|(slot, member)| (member.free_bytes(), std::cmp::Reverse(*slot)))
+            .map(|(slot, _)| slot)
+            .or_else(|| {
+                // Compaction may copy within its own device when it is the only one.
+                let slot = usize::from(avoid?);
+                self.members[slot].as_ref().filter(|m| m.accepts_writes()).map(|_| slot)
+            })
+    }
+
+    /// The op's record is durable: point the index at it and tell the caller.
+    fn finish_write(&mut self, op: usize) {
+        let done = self.free_op(op);
+        let new = done.placed.expect("placed op");
+        let fp = done.fp;
+        self.add_live(new, 1);
+        match done.kind {
+            OpKind::Copy { old, .. } => {
+                if self.index.replace(fp, old.bits(), new.bits()) {
+                    self.add_live(old, -1);
+                    self.stats.compaction_bytes_copied += new.len();
+                } else {
+                    // Rewritten or deleted while the copy was in flight: the copy is dead.
+                    self.add_live(new, -1);
+                }
+                self.release(done.key);
+                self.copy_done();
+                return;
+            }
+            OpKind::Put { .. } | OpKind::Delete { .. } => {}
+            OpKind::Get => unreachable!("gets are not written"),
+        }
+        match done.matched {
+            Some((old, _)) => {
+                let replaced = self.index.replace(fp, old.bits(), new.bits());
+                assert!(replaced, "index entry of {} vanished while it was locked", done.key);
+                self.add_live(old, -1);
+            }
+            None => self.index.insert(fp, new.bits()),
+        }
+        self.release(done.key);
+        let outcome = match done.kind {
+            OpKind::Put { .. } => {
+                self.stats.puts += 1;
+                self.stats.put_bytes += done.data_bytes as u64;
+                Outcome::Put(Ok(()))
+            }
+            _ => {
+                self.stats.deletes += 1;
+                let existed = done.matched.is_some_and(|(_, h)| h.kind == RecordKind::Shard);
+                Outcome::Delete(Ok(existed))
+            }
+        };
+        self.emit(done.token, outcome);
+    }
+
+    pub(crate) fn fail_write(&mut self, op: usize, error: PutError) {
+        let mut done = self.free_op(op);
+        if let Some(staged) = done.staged.take() {
+            self.bufs.give(staged);
+        }
+        let locked = done.stage != Stage::Deferred;
+        if locked {
+            self.release(done.key);
+        }
+        match done.kind {
+            OpKind::Put { .. } => self.emit(done.token, Outcome::Put(Err(error))),
+            OpKind::Delete { .. } => self.emit(done.token, Outcome::Delete(Err(error))),
+            OpKind::Copy { .. } => {
+                tracing::warn!(key = %done.key, %error, "compaction copy failed");
+                self.copy_failed();
+            }
+            OpKind::Get => unreachable!("gets are not written"),
+        }
+    }
+
+    pub(crate) fn add_live(&mut self, loc: Loc, sign: i64) {
+        let member = self.members[usize::from(loc.device())].as_mut().expect("member");
+        let segment = member.segment_of(loc.offset());
+        let info = &mut member.segments[segment as usize];
+        if sign > 0 {
+            info.live_bytes += loc.len();
+        } else {
+            assert!(info.live_bytes >= loc.len(), "live bytes of segment {segment} underflow");
+            info.live_bytes -= loc.len();
+        }
+    }
+
+    /// Unlocks a key; deferred writes for it start at the next [`Self::run_deferred`].
+    pub(crate) fn release(&mut self, key: ShardKey) {
+        let removed = self.busy.remove(&key);
+        assert!(removed, "key {key} was not locked");
+    }
+
+    /// Starts the oldest deferred write of every key that is free. Returns whether any started.
+    fn run_deferred(&mut self) -> bool {
+        let mut started = false;
+        let mut index = 0;
+        while index < self.deferred.len() {
+            let op = self.deferred[index];
+            let key = self.op(op).key;
+            if self.busy.contains(&key) {
+                index += 1;
+                continue;
+            }
+            self.deferred.remove(index);
+            started = true;
+            if matches!(self.op(op).kind, OpKind::Copy { .. }) {
+                self.busy.insert(key);
+                self.op_mut(op).stage = Stage::Resolving;
+                self.append(op, None);
+            } else {
+                self.start(op, None);
+            }
+        }
+        started
+    }
+}
