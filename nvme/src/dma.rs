@@ -33,7 +33,11 @@ impl DmaBuf {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout);
         };
-        Self { ptr, capacity, pool_index: None }
+        Self {
+            ptr,
+            capacity,
+            pool_index: None,
+        }
     }
 
     fn layout(capacity: usize) -> Layout {
@@ -95,7 +99,10 @@ pub struct BufPool {
 impl BufPool {
     /// Allocates `count` buffers of `buf_bytes` each (at most `u16::MAX` buffers).
     pub fn new(count: usize, buf_bytes: usize) -> Self {
-        assert!(count <= usize::from(u16::MAX), "pool of {count} buffers is over the limit");
+        assert!(
+            count <= usize::from(u16::MAX),
+            "pool of {count} buffers is over the limit"
+        );
         let mut free = Vec::with_capacity(count);
         let mut regions = Vec::with_capacity(count);
         for index in 0..count {
@@ -106,7 +113,11 @@ impl BufPool {
         }
         free.reverse();
         let buf_bytes = regions.first().map_or(buf_bytes, |region| region.1);
-        Self { buf_bytes, free, regions }
+        Self {
+            buf_bytes,
+            free,
+            regions,
+        }
     }
 
     pub fn buf_bytes(&self) -> usize {

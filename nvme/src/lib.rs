@@ -67,15 +67,30 @@ pub struct IoRequest {
 
 impl IoRequest {
     pub fn read(buf: DmaBuf, offset: u64, len: usize) -> Self {
-        Self { kind: IoKind::Read, offset, len, buf: Some(buf) }
+        Self {
+            kind: IoKind::Read,
+            offset,
+            len,
+            buf: Some(buf),
+        }
     }
 
     pub fn write(buf: DmaBuf, offset: u64, len: usize) -> Self {
-        Self { kind: IoKind::Write, offset, len, buf: Some(buf) }
+        Self {
+            kind: IoKind::Write,
+            offset,
+            len,
+            buf: Some(buf),
+        }
     }
 
     pub fn flush() -> Self {
-        Self { kind: IoKind::Flush, offset: 0, len: 0, buf: None }
+        Self {
+            kind: IoKind::Flush,
+            offset: 0,
+            len: 0,
+            buf: None,
+        }
     }
 
     /// Checks alignment and bounds against `info`; backends call this before queueing.
@@ -88,16 +103,27 @@ impl IoRequest {
         };
         let block = u64::from(info.block_bytes);
         if self.offset % block != 0 {
-            return Err(InvalidRequest::UnalignedOffset { offset: self.offset, block });
+            return Err(InvalidRequest::UnalignedOffset {
+                offset: self.offset,
+                block,
+            });
         }
         if self.len == 0 || self.len as u64 % block != 0 {
-            return Err(InvalidRequest::UnalignedLength { len: self.len, block });
+            return Err(InvalidRequest::UnalignedLength {
+                len: self.len,
+                block,
+            });
         }
         if self.len > buf.capacity() {
-            return Err(InvalidRequest::BufferTooSmall { len: self.len, capacity: buf.capacity() });
+            return Err(InvalidRequest::BufferTooSmall {
+                len: self.len,
+                capacity: buf.capacity(),
+            });
         }
         if buf.as_ptr() as usize % info.mem_align as usize != 0 {
-            return Err(InvalidRequest::UnalignedBuffer { align: info.mem_align });
+            return Err(InvalidRequest::UnalignedBuffer {
+                align: info.mem_align,
+            });
         }
         let end = self.offset.checked_add(self.len as u64);
         if end.is_none_or(|end| end > info.size_bytes) {
@@ -174,9 +200,16 @@ pub enum IoError {
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     #[error("cannot open {path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {what}: {source}")]
-    Setup { path: String, what: &'static str, source: std::io::Error },
+    Setup {
+        path: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Unsupported { path: String, reason: String },
 }
@@ -230,7 +263,10 @@ pub fn run_one(
     loop {
         match queue.submit(request, token) {
             Ok(()) => break,
-            Err(Rejected { request: back, reason: RejectReason::QueueFull }) => {
+            Err(Rejected {
+                request: back,
+                reason: RejectReason::QueueFull,
+            }) => {
                 request = back;
                 queue.reap(others);
                 let _ = queue.wait(Some(Duration::from_millis(10)));

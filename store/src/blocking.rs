@@ -16,7 +16,10 @@ impl CoreStore {
             self.poll(&mut events);
             if let Some(position) = events.iter().position(|event| event.token == token) {
                 let event = events.swap_remove(position);
-                assert!(events.is_empty(), "blocking use while other requests are in flight");
+                assert!(
+                    events.is_empty(),
+                    "blocking use while other requests are in flight"
+                );
                 return event.outcome;
             }
             self.wait(Duration::from_millis(10));

@@ -14,7 +14,9 @@ pub struct BufCache {
 
 impl BufCache {
     pub fn new() -> Self {
-        Self { classes: (0..CLASSES).map(|_| Vec::new()).collect() }
+        Self {
+            classes: (0..CLASSES).map(|_| Vec::new()).collect(),
+        }
     }
 
     fn class_of(bytes: usize) -> usize {

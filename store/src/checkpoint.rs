@@ -107,15 +107,22 @@ pub fn decode_entries(
     let len = usize::try_from(header.entry_count)
         .ok()
         .and_then(|count| count.checked_mul(16))
-        .ok_or(CheckpointError::Field { field: "entry_count" })?;
+        .ok_or(CheckpointError::Field {
+            field: "entry_count",
+        })?;
     if bytes.len() < len {
-        return Err(CheckpointError::Field { field: "entry_count" });
+        return Err(CheckpointError::Field {
+            field: "entry_count",
+        });
     }
     let bytes = &bytes[..len];
     if crc32c::crc32c(bytes) != header.entries_crc {
         return Err(CheckpointError::EntriesChecksum);
     }
-    Ok(bytes.chunks_exact(16).map(|chunk| (u64_at(chunk, 0), u64_at(chunk, 8))).collect())
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|chunk| (u64_at(chunk, 0), u64_at(chunk, 8)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -145,6 +152,9 @@ mod tests {
         assert_eq!(decoded, header);
         assert_eq!(decode_entries(&decoded, &bytes).unwrap(), entries);
         bytes[5] ^= 1;
-        assert_eq!(decode_entries(&decoded, &bytes), Err(CheckpointError::EntriesChecksum));
+        assert_eq!(
+            decode_entries(&decoded, &bytes),
+            Err(CheckpointError::EntriesChecksum)
+        );
     }
 }

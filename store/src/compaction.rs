@@ -85,7 +85,10 @@ impl CoreStore {
         let buf = self.bufs.take(bytes);
         let id = self.new_read(ReadIo::CompactionSource);
         let member = self.members[slot].as_mut().expect("member");
-        member.submit(IoRequest::read(buf, offset, bytes), token(Purpose::Read, slot as u8, id));
+        member.submit(
+            IoRequest::read(buf, offset, bytes),
+            token(Purpose::Read, slot as u8, id),
+        );
         self.compaction = Some(Compaction {
             slot: slot as u8,
             segment,
@@ -111,15 +114,17 @@ impl CoreStore {
                     continue;
                 }
                 let busy = member.batches.iter().any(|b| b.segment == segment as u32)
-                    || member.filling.as_ref().is_some_and(|b| b.segment == segment as u32);
+                    || member
+                        .filling
+                        .as_ref()
+                        .is_some_and(|b| b.segment == segment as u32);
                 if busy {
                     continue;
                 }
                 let dead = member.segment_bytes() - info.live_bytes;
                 let worth = dead * 100 >= member.segment_bytes() * COMPACTION_DEAD_PERCENT_MIN;
-                let wanted = member.draining
-                    || (self.compact_eagerly && dead > 0)
-                    || (low && worth);
+                let wanted =
+                    member.draining || (self.compact_eagerly && dead > 0) || (low && worth);
                 if !wanted {
                     continue;
                 }
@@ -166,7 +171,13 @@ impl CoreStore {
         let mut dropped = Vec::new();
         let mut corrupt = 0u64;
         scan(buf.as_slice(), seq, block, block, |item| {
-            let ScanItem::Record { offset, header, disk_bytes, data_ok } = item else {
+            let ScanItem::Record {
+                offset,
+                header,
+                disk_bytes,
+                data_ok,
+            } = item
+            else {
                 return;
             };
             let tombstone = header.kind == RecordKind::Tombstone;
@@ -180,7 +191,10 @@ impl CoreStore {
             if !data_ok {
                 corrupt += 1;
                 dropped.push((fp, loc));
-            } else if tombstone && header.born_lsn < oldest_elsewhere && !self.busy.contains(&header.key) {
+            } else if tombstone
+                && header.born_lsn < oldest_elsewhere
+                && !self.busy.contains(&header.key)
+            {
                 self.stats.tombstones_dropped += 1;
                 dropped.push((fp, loc));
             } else {
@@ -193,7 +207,12 @@ impl CoreStore {
             self.add_live(loc, -1);
         }
         if corrupt > 0 {
-            tracing::error!(slot, segment, corrupt, "compaction dropped corrupt live records");
+            tracing::error!(
+                slot,
+                segment,
+                corrupt,
+                "compaction dropped corrupt live records"
+            );
             self.stats.compaction_corrupt += corrupt;
         }
         let compaction = self.compaction.as_mut().expect("compaction");
@@ -222,7 +241,14 @@ impl CoreStore {
             compaction.copies_pending += 1;
             let image = compaction.image.as_ref().expect("image").as_slice();
             let header = crate::record::RecordHeader::decode(&image[offset..]).expect("walked");
-            let op = self.new_copy_op(header.key, OpKind::Copy { old: loc, header, source: offset });
+            let op = self.new_copy_op(
+                header.key,
+                OpKind::Copy {
+                    old: loc,
+                    header,
+                    source: offset,
+                },
+            );
             self.op_mut(op).data_bytes = header.data_bytes as usize;
             if self.busy.contains(&header.key) {
                 self.op_mut(op).stage = Stage::Deferred;
@@ -256,7 +282,10 @@ impl CoreStore {
         }
         let compaction = self.compaction.as_mut().expect("compaction");
         if compaction.failed {
-            tracing::warn!(segment = compaction.segment, "compaction abandoned after a failed copy");
+            tracing::warn!(
+                segment = compaction.segment,
+                "compaction abandoned after a failed copy"
+            );
             self.compaction = None;
             return;
         }
@@ -284,7 +313,10 @@ impl CoreStore {
         let offset = member.segment_offset(segment);
         let id = self.new_read(ReadIo::CompactionMark);
         let member = self.members[usize::from(slot)].as_mut().expect("member");
-        member.submit(IoRequest::write(buf, offset, block), token(Purpose::Read, slot, id));
+        member.submit(
+            IoRequest::write(buf, offset, block),
+            token(Purpose::Read, slot, id),
+        );
     }
 
     fn drop_entries_into(&mut self, slot: u8, segment: u32) {
@@ -300,7 +332,11 @@ impl CoreStore {
             })
             .collect();
         for (fp, bits) in doomed {
-            tracing::error!(slot, segment, "dropping an index entry to an unreadable record");
+            tracing::error!(
+                slot,
+                segment,
+                "dropping an index entry to an unreadable record"
+            );
             self.stats.compaction_corrupt += 1;
             self.index.remove(fp, bits);
             self.add_live(Loc::from_bits(bits), -1);

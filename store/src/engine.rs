@@ -48,17 +48,26 @@ pub struct GetDone {
 
 impl GetDone {
     pub fn data(&self) -> &[u8] {
-        &self.buf.as_slice()[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + self.header.data_bytes as usize]
+        &self.buf.as_slice()
+            [RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + self.header.data_bytes as usize]
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum OpKind {
-    Put { meta: ShardMeta },
-    Delete { version: u64 },
+    Put {
+        meta: ShardMeta,
+    },
+    Delete {
+        version: u64,
+    },
     Get,
     /// Compaction moving a live record: `source` is its offset in the compaction buffer.
-    Copy { old: Loc, header: RecordHeader, source: usize },
+    Copy {
+        old: Loc,
+        header: RecordHeader,
+        source: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +100,10 @@ pub(crate) struct Op {
 /// What an outstanding read is for.
 pub(crate) enum ReadIo {
     /// A candidate record for an op.
-    Candidate { op: usize, loc: Loc },
+    Candidate {
+        op: usize,
+        loc: Loc,
+    },
     /// Compaction reading its source segment.
     CompactionSource,
     /// Compaction's FREE marker write, then its flush.
@@ -185,7 +197,10 @@ impl CoreStore {
     /// Stores `data` as shard `key` at `meta.version`, which must be newer than what is stored.
     pub fn submit_put(&mut self, key: ShardKey, meta: ShardMeta, data: &[u8], token: u64) {
         if data.len() > RECORD_DATA_BYTES_MAX {
-            let error = PutError::TooLarge { bytes: data.len(), max: RECORD_DATA_BYTES_MAX };
+            let error = PutError::TooLarge {
+                bytes: data.len(),
+                max: RECORD_DATA_BYTES_MAX,
+            };
             self.emit(token, Outcome::Put(Err(error)));
             return;
         }
@@ -208,7 +223,8 @@ impl CoreStore {
         };
         let must_wait = self.busy.contains(&key);
         let has_candidates = !must_wait && {
-            self.index.candidates(key.fingerprint(), &mut self.candidates);
+            self.index
+                .candidates(key.fingerprint(), &mut self.candidates);
             let any = !self.candidates.is_empty();
             self.candidates.clear();
             any
@@ -275,7 +291,8 @@ impl CoreStore {
 
     /// An op for compaction; the caller has checked there is room.
     pub(crate) fn new_copy_op(&mut self, key: ShardKey, kind: OpKind) -> usize {
-        self.new_op(0, key, kind).expect("room for a compaction copy")
+        self.new_op(0, key, kind)
+            .expect("room for a compaction copy")
     }
 
     /// A token no caller uses (callers' tokens stay below 2^63), for the blocking helpers.
@@ -321,12 +338,19 @@ impl CoreStore {
         let candidates = std::mem::take(&mut self.candidates);
         for &bits in &candidates {
             let loc = Loc::from_bits(bits);
-            let Some(member) = self.members.get(usize::from(loc.device())).and_then(Option::as_ref)
+            let Some(member) = self
+                .members
+                .get(usize::from(loc.device()))
+                .and_then(Option::as_ref)
             else {
                 continue;
             };
             let block = u64::from(member.block_bytes());
-            let len = if header_only || loc.is_tombstone() { block } else { loc.len() };
+            let len = if header_only || loc.is_tombstone() {
+                block
+            } else {
+                loc.len()
+            };
             self.submit_read(op, loc, len);
         }
         self.candidates = candidates;
@@ -337,11 +361,16 @@ impl CoreStore {
     fn submit_read(&mut self, op: usize, loc: Loc, len: u64) {
         let buf = self.bufs.take(len as usize);
         let id = self.new_read(ReadIo::Candidate { op, loc });
-        let member = self.members[usize::from(loc.device())].as_mut().expect("member");
+        let member = self.members[usize::from(loc.device())]
+            .as_mut()
+            .expect("member");
         let segment = member.segment_of(loc.offset());
         member.segments[segment as usize].readers += 1;
         let slot = member.slot;
-        member.submit(IoRequest::read(buf, loc.offset(), len as usize), token(Purpose::Read, slot, id));
+        member.submit(
+            IoRequest::read(buf, loc.offset(), len as usize),
+            token(Purpose::Read, slot, id),
+        );
         self.op_mut(op).reads_pending += 1;
     }
 
@@ -369,7 +398,9 @@ impl CoreStore {
         while progress {
             progress = false;
             for slot in 0..self.members.len() {
-                let Some(member) = self.members[slot].as_mut() else { continue };
+                let Some(member) = self.members[slot].as_mut() else {
+                    continue;
+                };
                 let mut done = std::mem::take(&mut self.scratch);
                 member.queue.reap(&mut done);
                 progress |= !done.is_empty();
@@ -422,7 +453,11 @@ impl CoreStore {
         if let Some(buf) = completion.buf {
             self.bufs.give(buf);
         }
-        let batch = member.batches.iter_mut().find(|b| b.id == id).expect("batch in flight");
+        let batch = member
+            .batches
+            .iter_mut()
+            .find(|b| b.id == id)
+            .expect("batch in flight");
         assert_eq!(batch.state, BatchState::Submitted);
         match completion.result {
             Ok(()) => batch.state = BatchState::Written,
@@ -438,12 +473,20 @@ impl CoreStore {
             self.fail_member(slot, error);
             return;
         }
-        for batch in member.batches.iter_mut().filter(|b| b.state == BatchState::Flushing) {
+        for batch in member
+            .batches
+            .iter_mut()
+            .filter(|b| b.state == BatchState::Flushing)
+        {
             batch.state = BatchState::Durable;
         }
         // Acknowledge in order: a batch is done only when every earlier one is durable.
         let mut acked = Vec::new();
-        while member.batches.front().is_some_and(|b| b.state == BatchState::Durable) {
+        while member
+            .batches
+            .front()
+            .is_some_and(|b| b.state == BatchState::Durable)
+        {
             let batch = member.batches.pop_front().expect("front batch");
             acked.extend(batch.ops);
         }
@@ -557,9 +600,11 @@ impl CoreStore {
                 Err(GetError::NotFound)
             }
             (None, _) => match (done.corrupt, done.read_error) {
-                (Some((loc, reason)), _) => {
-                    Err(GetError::Corrupt { device: loc.device(), offset: loc.offset(), reason })
-                }
+                (Some((loc, reason)), _) => Err(GetError::Corrupt {
+                    device: loc.device(),
+                    offset: loc.offset(),
+                    reason,
+                }),
                 (None, Some(error)) => Err(GetError::Io(error)),
                 (None, None) => Err(GetError::NotFound),
             },
@@ -581,8 +626,11 @@ impl CoreStore {
         };
         if let Some((_, header)) = entry.matched {
             if header.meta.version >= offered {
-                let error =
-                    PutError::Stale { key: entry.key, current: header.meta.version, offered };
+                let error = PutError::Stale {
+                    key: entry.key,
+                    current: header.meta.version,
+                    offered,
+                };
                 self.fail_write(op, error);
                 return;
             }
@@ -595,9 +643,14 @@ impl CoreStore {
         let entry = self.op(op);
         let (kind, meta, born) = match entry.kind {
             OpKind::Put { meta } => (RecordKind::Shard, meta, None),
-            OpKind::Delete { version } => {
-                (RecordKind::Tombstone, ShardMeta { version, ..ShardMeta::default() }, None)
-            }
+            OpKind::Delete { version } => (
+                RecordKind::Tombstone,
+                ShardMeta {
+                    version,
+                    ..ShardMeta::default()
+                },
+                None,
+            ),
             OpKind::Copy { header, .. } => (header.kind, header.meta, Some(header.born_lsn)),
             OpKind::Get => unreachable!("gets are not appended"),
         };
@@ -616,17 +669,23 @@ impl CoreStore {
         let disk_bytes = record_disk_bytes(data_bytes, block);
         if disk_bytes + u64::from(block) > member.segment_bytes() {
             let max = (member.segment_bytes() - u64::from(block)) as usize - RECORD_HEADER_BYTES;
-            self.fail_write(op, PutError::TooLarge { bytes: data_bytes, max });
+            self.fail_write(
+                op,
+                PutError::TooLarge {
+                    bytes: data_bytes,
+                    max,
+                },
+            );
             return;
         }
-        let placement = match member.place(disk_bytes, use_reserve, &mut self.seq_next, &mut self.bufs)
-        {
-            Ok(placement) => placement,
-            Err(error) => {
-                self.fail_write(op, error);
-                return;
-            }
-        };
+        let placement =
+            match member.place(disk_bytes, use_reserve, &mut self.seq_next, &mut self.bufs) {
+                Ok(placement) => placement,
+                Err(error) => {
+                    self.fail_write(op, error);
+                    return;
+                }
+            };
         let lsn = self.lsn_next;
         self.lsn_next += 1;
         let head = member.segment_of(placement.offset);
@@ -662,7 +721,12 @@ impl CoreStore {
         record[RECORD_HEADER_BYTES + data_bytes..].fill(0);
         batch.len = at + disk_bytes as usize;
         batch.ops.push(op);
-        let loc = Loc::new(slot as u8, placement.offset, disk_bytes, kind == RecordKind::Tombstone);
+        let loc = Loc::new(
+            slot as u8,
+            placement.offset,
+            disk_bytes,
+            kind == RecordKind::Tombstone,
+        );
         entry.placed = Some(loc);
         entry.stage = Stage::Placed;
         if let Some(staged) = entry.staged.take() {
@@ -683,7 +747,10 @@ impl CoreStore {
             .or_else(|| {
                 // Compaction may copy within its own device when it is the only one.
                 let slot = usize::from(avoid?);
-                self.members[slot].as_ref().filter(|m| m.accepts_writes()).map(|_| slot)
+                self.members[slot]
+                    .as_ref()
+                    .filter(|m| m.accepts_writes())
+                    .map(|_| slot)
             })
     }
 
@@ -712,7 +779,11 @@ impl CoreStore {
         match done.matched {
             Some((old, _)) => {
                 let replaced = self.index.replace(fp, old.bits(), new.bits());
-                assert!(replaced, "index entry of {} vanished while it was locked", done.key);
+                assert!(
+                    replaced,
+                    "index entry of {} vanished while it was locked",
+                    done.key
+                );
                 self.add_live(old, -1);
             }
             None => self.index.insert(fp, new.bits()),
@@ -726,7 +797,9 @@ impl CoreStore {
             }
             _ => {
                 self.stats.deletes += 1;
-                let existed = done.matched.is_some_and(|(_, h)| h.kind == RecordKind::Shard);
+                let existed = done
+                    .matched
+                    .is_some_and(|(_, h)| h.kind == RecordKind::Shard);
                 Outcome::Delete(Ok(existed))
             }
         };
@@ -754,13 +827,18 @@ impl CoreStore {
     }
 
     pub(crate) fn add_live(&mut self, loc: Loc, sign: i64) {
-        let member = self.members[usize::from(loc.device())].as_mut().expect("member");
+        let member = self.members[usize::from(loc.device())]
+            .as_mut()
+            .expect("member");
         let segment = member.segment_of(loc.offset());
         let info = &mut member.segments[segment as usize];
         if sign > 0 {
             info.live_bytes += loc.len();
         } else {
-            assert!(info.live_bytes >= loc.len(), "live bytes of segment {segment} underflow");
+            assert!(
+                info.live_bytes >= loc.len(),
+                "live bytes of segment {segment} underflow"
+            );
             info.live_bytes -= loc.len();
         }
     }

@@ -13,7 +13,11 @@ pub enum PutError {
     NoSpace,
     /// The store holds this shard at the same or a newer version.
     #[error("shard {key} is stored at version {current}, not older than {offered}")]
-    Stale { key: ShardKey, current: u64, offered: u64 },
+    Stale {
+        key: ShardKey,
+        current: u64,
+        offered: u64,
+    },
     #[error("shard data of {bytes} bytes is over the limit of {max} bytes")]
     TooLarge { bytes: usize, max: usize },
     /// Too many requests in flight on this core.
@@ -33,7 +37,11 @@ pub enum GetError {
     NotFound,
     /// The record exists but failed its checksums: never returned as data.
     #[error("shard record at device {device} offset {offset} is corrupt: {reason}")]
-    Corrupt { device: u8, offset: u64, reason: CorruptReason },
+    Corrupt {
+        device: u8,
+        offset: u64,
+        reason: CorruptReason,
+    },
     #[error("too many requests in flight")]
     Busy,
     #[error("device error: {0}")]

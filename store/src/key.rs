@@ -12,7 +12,11 @@ pub struct ShardKey {
 
 impl ShardKey {
     pub fn new(object: u128, stripe: u32, shard: u8) -> Self {
-        Self { object, stripe, shard }
+        Self {
+            object,
+            stripe,
+            shard,
+        }
     }
 
     /// A well-mixed 64-bit hash. Object ids are random, but stripes and shards are not, so all

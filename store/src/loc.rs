@@ -29,7 +29,10 @@ impl Loc {
         assert!(len % SECTOR_BYTES == 0);
         assert!(len > 0 && len <= LOC_RECORD_BYTES_MAX);
         let sectors = offset / SECTOR_BYTES;
-        assert!(sectors < 1 << OFFSET_BITS, "offset {offset} beyond the location format");
+        assert!(
+            sectors < 1 << OFFSET_BITS,
+            "offset {offset} beyond the location format"
+        );
         let packed = sectors
             | ((len / SECTOR_BYTES) << OFFSET_BITS)
             | (u64::from(device) << (OFFSET_BITS + LENGTH_BITS))

@@ -104,7 +104,10 @@ impl Member {
 
     pub fn segment_of(&self, offset: u64) -> u32 {
         let first = self.sb.segment_offset(self.partition, 0);
-        assert!(offset >= first, "offset {offset} is before the first segment");
+        assert!(
+            offset >= first,
+            "offset {offset} is before the first segment"
+        );
         let segment = ((offset - first) / self.sb.segment_bytes) as u32;
         assert!((segment as usize) < self.segments.len());
         segment
@@ -115,7 +118,10 @@ impl Member {
     }
 
     pub fn free_segments(&self) -> usize {
-        self.segments.iter().filter(|s| s.state == SegmentState::Free).count()
+        self.segments
+            .iter()
+            .filter(|s| s.state == SegmentState::Free)
+            .count()
     }
 
     /// Bytes that new records could still use.
@@ -182,7 +188,10 @@ impl Member {
         let offset = batch.offset + batch.len as u64;
         let info = &mut self.segments[head as usize];
         info.written_bytes += disk_bytes;
-        Ok(Placement { offset, segment_seq: info.seq })
+        Ok(Placement {
+            offset,
+            segment_seq: info.seq,
+        })
     }
 
     fn new_batch(&mut self, segment: u32, offset: u64, first: usize, bufs: &mut BufCache) -> Batch {
@@ -200,7 +209,10 @@ impl Member {
     }
 
     fn pick_free_segment(&self) -> Option<u32> {
-        self.segments.iter().position(|s| s.state == SegmentState::Free).map(|i| i as u32)
+        self.segments
+            .iter()
+            .position(|s| s.state == SegmentState::Free)
+            .map(|i| i as u32)
     }
 
     /// Makes `segment` the head. Its header goes out as the first block of its first batch.
@@ -254,7 +266,11 @@ impl Member {
 
     /// Group commit: the filling batch goes out when fewer than the limit are in flight.
     pub fn submit_ready(&mut self, bufs: &mut BufCache) {
-        let unwritten = self.batches.iter().filter(|b| b.state == BatchState::Submitted).count();
+        let unwritten = self
+            .batches
+            .iter()
+            .filter(|b| b.state == BatchState::Submitted)
+            .count();
         if unwritten < BATCHES_INFLIGHT_MAX {
             self.close_filling(bufs);
         }
@@ -267,7 +283,11 @@ impl Member {
             return;
         }
         let mut any = false;
-        for batch in self.batches.iter_mut().filter(|b| b.state == BatchState::Written) {
+        for batch in self
+            .batches
+            .iter_mut()
+            .filter(|b| b.state == BatchState::Written)
+        {
             batch.state = BatchState::Flushing;
             any = true;
         }

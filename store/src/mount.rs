@@ -29,7 +29,11 @@ pub struct FormatOptions {
 
 impl FormatOptions {
     pub fn new(partitions: usize, node_id: u128) -> Self {
-        Self { partitions, segment_bytes: SEGMENT_BYTES_DEFAULT, node_id }
+        Self {
+            partitions,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            node_id,
+        }
     }
 }
 
@@ -43,36 +47,90 @@ pub enum MountError {
     Empty { device: String },
     #[error("{device}: holds data that is not a ds device (first bytes {first:02x?}); refusing to overwrite it unless formatting is asked for explicitly")]
     Foreign { device: String, first: [u8; 16] },
-    #[error("{device}: ds superblock is damaged in both copies ({first}; {second}); refusing to mount")]
-    Corrupt { device: String, first: SuperblockError, second: SuperblockError },
+    #[error(
+        "{device}: ds superblock is damaged in both copies ({first}; {second}); refusing to mount"
+    )]
+    Corrupt {
+        device: String,
+        first: SuperblockError,
+        second: SuperblockError,
+    },
     #[error("{device}: {source}")]
     Layout { device: String, source: LayoutError },
     #[error("{device}: belongs to node {found:032x}, not to this node {expected:032x}")]
-    NodeMismatch { device: String, expected: u128, found: u128 },
+    NodeMismatch {
+        device: String,
+        expected: u128,
+        found: u128,
+    },
     #[error("{device}: formatted for {found} data cores, but {expected} are configured")]
-    Partitions { device: String, expected: usize, found: usize },
+    Partitions {
+        device: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("{device}: superblock says {recorded} bytes with {recorded_block}-byte blocks, the device has {actual} bytes with {actual_block}-byte blocks")]
-    Geometry { device: String, recorded: u64, recorded_block: u32, actual: u64, actual_block: u32 },
+    Geometry {
+        device: String,
+        recorded: u64,
+        recorded_block: u32,
+        actual: u64,
+        actual_block: u32,
+    },
 }
 
-/// Reads the superblock of `device`, formatting it as `policy` allows. `expected_node` (when
-/// known) must match the node id the device was formatted for.
+/// Reads the superblock of `device`, formatting it as `policy` allows. The device must have
+/// been formatted for `options.node_id` with `options.partitions` partitions.
 pub fn mount(
+    device: &dyn Device,
+    policy: FormatPolicy,
+    options: &FormatOptions,
+) -> Result<Superblock, MountError> {
+    let sb = read_or_format(device, policy, options)?;
+    let name = device.info().name.clone();
+    if sb.node_id != options.node_id {
+        return Err(MountError::NodeMismatch {
+            device: name,
+            expected: options.node_id,
+            found: sb.node_id,
+        });
+    }
+    if sb.partitions.len() != options.partitions {
+        return Err(MountError::Partitions {
+            device: name,
+            expected: options.partitions,
+            found: sb.partitions.len(),
+        });
+    }
+    Ok(sb)
+}
+
+/// Reads and checks the superblock without expectations about node or partitions (tools use
+/// it to learn them). Never writes.
+pub fn peek(device: &dyn Device) -> Result<Superblock, MountError> {
+    read_or_format(device, FormatPolicy::Never, &FormatOptions::new(1, 0))
+}
+
+fn read_or_format(
     device: &dyn Device,
     policy: FormatPolicy,
     options: &FormatOptions,
 ) -> Result<Superblock, MountError> {
     let info = device.info();
     let name = info.name.clone();
-    let mut queue = device
-        .open_queue(4)
-        .map_err(|error| MountError::Read { device: name.clone(), source: IoError::Os(os_code(&error)) })?;
+    let mut queue = device.open_queue(4).map_err(|error| MountError::Read {
+        device: name.clone(),
+        source: IoError::Os(os_code(&error)),
+    })?;
     let bytes = (SUPERBLOCK_BYTES * SUPERBLOCK_COPIES) as usize;
     let request = IoRequest::read(DmaBuf::new(bytes), 0, bytes);
-    let completion = run_one(queue.as_mut(), request, 1, &mut Vec::new())
-        .expect("superblock read is aligned");
+    let completion =
+        run_one(queue.as_mut(), request, 1, &mut Vec::new()).expect("superblock read is aligned");
     if let Err(source) = completion.result {
-        return Err(MountError::Read { device: name, source });
+        return Err(MountError::Read {
+            device: name,
+            source,
+        });
     }
     let buf = completion.buf.expect("buffer");
     let area = &buf.as_slice()[..bytes];
@@ -85,7 +143,10 @@ pub fn mount(
             Superblock::decode(&area[at..at + SUPERBLOCK_BYTES as usize])
         })
         .collect();
-    let best = copies.iter().filter_map(|copy| copy.as_ref().ok()).max_by_key(|sb| sb.generation);
+    let best = copies
+        .iter()
+        .filter_map(|copy| copy.as_ref().ok())
+        .max_by_key(|sb| sb.generation);
     let Some(sb) = best.cloned() else {
         if area.iter().all(|&byte| byte == 0) {
             if policy == FormatPolicy::IfEmpty {
@@ -93,14 +154,23 @@ pub fn mount(
             }
             return Err(MountError::Empty { device: name });
         }
-        let has_magic = copies.iter().any(|copy| !matches!(copy, Err(SuperblockError::Magic { .. })));
+        let has_magic = copies
+            .iter()
+            .any(|copy| !matches!(copy, Err(SuperblockError::Magic { .. })));
         if has_magic {
             let first = copies[0].clone().expect_err("no valid copy");
             let second = copies[1].clone().expect_err("no valid copy");
-            return Err(MountError::Corrupt { device: name, first, second });
+            return Err(MountError::Corrupt {
+                device: name,
+                first,
+                second,
+            });
         }
         let first = area[..16].try_into().expect("16 bytes");
-        return Err(MountError::Foreign { device: name, first });
+        return Err(MountError::Foreign {
+            device: name,
+            first,
+        });
     };
     if sb.device_bytes > info.size_bytes || sb.block_bytes < info.block_bytes {
         return Err(MountError::Geometry {
@@ -109,16 +179,6 @@ pub fn mount(
             recorded_block: sb.block_bytes,
             actual: info.size_bytes,
             actual_block: info.block_bytes,
-        });
-    }
-    if sb.node_id != options.node_id {
-        return Err(MountError::NodeMismatch { device: name, expected: options.node_id, found: sb.node_id });
-    }
-    if sb.partitions.len() != options.partitions {
-        return Err(MountError::Partitions {
-            device: name,
-            expected: options.partitions,
-            found: sb.partitions.len(),
         });
     }
     Ok(sb)
@@ -139,7 +199,10 @@ fn libc_eio() -> i32 {
 
 /// Writes a new superblock (both copies) with a fresh device uuid, then flushes. Earlier ds
 /// contents become unreachable: every segment and checkpoint names the device uuid.
-fn format(queue: &mut dyn ds_nvme::Queue, options: &FormatOptions) -> Result<Superblock, MountError> {
+fn format(
+    queue: &mut dyn ds_nvme::Queue,
+    options: &FormatOptions,
+) -> Result<Superblock, MountError> {
     let info = queue.info().clone();
     let block = info.block_bytes.max(512);
     let sb = Superblock::layout(
@@ -150,18 +213,31 @@ fn format(queue: &mut dyn ds_nvme::Queue, options: &FormatOptions) -> Result<Sup
         rand::random::<u128>(),
         options.node_id,
     )
-    .map_err(|source| MountError::Layout { device: info.name.clone(), source })?;
+    .map_err(|source| MountError::Layout {
+        device: info.name.clone(),
+        source,
+    })?;
     let encoded = sb.encode();
     let mut others = Vec::new();
     for copy in 0..SUPERBLOCK_COPIES {
         let mut buf = DmaBuf::new(SUPERBLOCK_BYTES as usize);
         buf.as_mut_slice()[..encoded.len()].copy_from_slice(&encoded);
-        let request = IoRequest::write(buf, Superblock::copy_offset(copy), SUPERBLOCK_BYTES as usize);
+        let request = IoRequest::write(
+            buf,
+            Superblock::copy_offset(copy),
+            SUPERBLOCK_BYTES as usize,
+        );
         let done = run_one(queue, request, 10 + copy, &mut others).expect("aligned write");
-        done.result.map_err(|source| MountError::Write { device: info.name.clone(), source })?;
+        done.result.map_err(|source| MountError::Write {
+            device: info.name.clone(),
+            source,
+        })?;
     }
     let done = run_one(queue, IoRequest::flush(), 20, &mut others).expect("flush");
-    done.result.map_err(|source| MountError::Write { device: info.name.clone(), source })?;
+    done.result.map_err(|source| MountError::Write {
+        device: info.name.clone(),
+        source,
+    })?;
     tracing::info!(device = %info.name, partitions = options.partitions, "formatted");
     Ok(sb)
 }

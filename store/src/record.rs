@@ -56,7 +56,9 @@ pub struct RecordHeader {
 pub enum HeaderError {
     #[error("no record here (magic {found:#010x})")]
     Magic { found: u32 },
-    #[error("record format version {found} is not supported (this build reads {RECORD_FORMAT_VERSION})")]
+    #[error(
+        "record format version {found} is not supported (this build reads {RECORD_FORMAT_VERSION})"
+    )]
     Version { found: u8 },
     #[error("record header checksum mismatch")]
     Checksum,
@@ -118,10 +120,14 @@ impl RecordHeader {
         };
         let data_bytes = u32_at(bytes, 12);
         if data_bytes as usize > RECORD_DATA_BYTES_MAX {
-            return Err(HeaderError::Field { field: "data_bytes" });
+            return Err(HeaderError::Field {
+                field: "data_bytes",
+            });
         }
         if kind == RecordKind::Tombstone && data_bytes != 0 {
-            return Err(HeaderError::Field { field: "data_bytes" });
+            return Err(HeaderError::Field {
+                field: "data_bytes",
+            });
         }
         Ok(Self {
             kind,
@@ -172,21 +178,27 @@ mod tests {
             0..=RECORD_DATA_BYTES_MAX as u32,
             any::<bool>(),
         )
-            .prop_map(|(object, stripe, shard, n, data_bytes, tomb)| RecordHeader {
-                kind: if tomb { RecordKind::Tombstone } else { RecordKind::Shard },
-                key: ShardKey::new(object, stripe, shard),
-                meta: ShardMeta {
-                    version: n[0],
-                    scheme_k: shard,
-                    scheme_m: shard / 2,
-                    object_bytes: n[1],
+            .prop_map(
+                |(object, stripe, shard, n, data_bytes, tomb)| RecordHeader {
+                    kind: if tomb {
+                        RecordKind::Tombstone
+                    } else {
+                        RecordKind::Shard
+                    },
+                    key: ShardKey::new(object, stripe, shard),
+                    meta: ShardMeta {
+                        version: n[0],
+                        scheme_k: shard,
+                        scheme_m: shard / 2,
+                        object_bytes: n[1],
+                    },
+                    data_bytes: if tomb { 0 } else { data_bytes },
+                    data_crc: n[2] as u32,
+                    segment_seq: n[2],
+                    lsn: n[3],
+                    born_lsn: n[4],
                 },
-                data_bytes: if tomb { 0 } else { data_bytes },
-                data_crc: n[2] as u32,
-                segment_seq: n[2],
-                lsn: n[3],
-                born_lsn: n[4],
-            })
+            )
     }
 
     proptest! {

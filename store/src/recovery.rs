@@ -37,7 +37,11 @@ pub enum OpenError {
     #[error("{device}: cannot open a queue: {source}")]
     Queue { device: String, source: DeviceError },
     #[error("{device}: read failed during recovery at offset {offset}: {source}")]
-    Read { device: String, offset: u64, source: IoError },
+    Read {
+        device: String,
+        offset: u64,
+        source: IoError,
+    },
     #[error("{device}: write failed: {source}")]
     Write { device: String, source: IoError },
     #[error("more than {DEVICES_MAX} devices")]
@@ -79,7 +83,10 @@ impl CoreStore {
         }
         let started = Instant::now();
         let mut store = CoreStore::assemble(core, node_id);
-        let mut report = RecoveryReport { devices: devices.len(), ..Default::default() };
+        let mut report = RecoveryReport {
+            devices: devices.len(),
+            ..Default::default()
+        };
         let mut slots = Vec::new();
         for mounted in devices {
             let slot = store.members.len() as u8;
@@ -105,9 +112,14 @@ impl CoreStore {
             None => return Err(OpenError::TooManyDevices),
         } as u8;
         let member = self.load_member(slot, mounted)?;
-        let has_data = member.segments.iter().any(|s| s.state != SegmentState::Free);
+        let has_data = member
+            .segments
+            .iter()
+            .any(|s| s.state != SegmentState::Free);
         if has_data && !self.is_idle() {
-            return Err(OpenError::NotIdle { what: "adding a device that holds data" });
+            return Err(OpenError::NotIdle {
+                what: "adding a device that holds data",
+            });
         }
         self.members[usize::from(slot)] = Some(member);
         let mut report = RecoveryReport::default();
@@ -140,9 +152,15 @@ impl CoreStore {
             return true;
         };
         assert!(member.draining, "device {slot} is not being removed");
-        let empty = member.segments.iter().all(|s| s.state == SegmentState::Free);
+        let empty = member
+            .segments
+            .iter()
+            .all(|s| s.state == SegmentState::Free);
         let quiet = member.is_idle()
-            && self.compaction.as_ref().is_none_or(|_| !self.compaction_on(slot));
+            && self
+                .compaction
+                .as_ref()
+                .is_none_or(|_| !self.compaction_on(slot));
         if empty && quiet {
             self.members[usize::from(slot)] = None;
             return true;
@@ -160,14 +178,23 @@ impl CoreStore {
     }
 
     fn load_member(&mut self, slot: u8, mounted: MountedDevice) -> Result<Member, OpenError> {
-        let MountedDevice { device, superblock: sb } = mounted;
+        let MountedDevice {
+            device,
+            superblock: sb,
+        } = mounted;
         let name = device.info().name.clone();
         if self.core >= sb.partitions.len() {
-            return Err(OpenError::NoPartition { device: name, core: self.core });
+            return Err(OpenError::NoPartition {
+                device: name,
+                core: self.core,
+            });
         }
         let queue = device
             .open_queue(QUEUE_DEPTH)
-            .map_err(|source| OpenError::Queue { device: name.clone(), source })?;
+            .map_err(|source| OpenError::Queue {
+                device: name.clone(),
+                source,
+            })?;
         let count = sb.segments_per_partition(self.core);
         let mut member = Member {
             slot,
@@ -192,7 +219,9 @@ impl CoreStore {
         for segment in 0..count {
             let offset = member.segment_offset(segment);
             let buf = read_blocking(&mut member, offset, block)?;
-            let Ok(header) = SegmentHeader::decode(buf.as_slice()) else { continue };
+            let Ok(header) = SegmentHeader::decode(buf.as_slice()) else {
+                continue;
+            };
             let ours = header.mark == SegmentMark::Used
                 && header.device_uuid == member.sb.device_uuid
                 && header.partition == self.core as u32
@@ -266,19 +295,28 @@ impl CoreStore {
         for copy in 0..2 {
             let offset = member.sb.checkpoint_offset(member.partition, copy);
             let buf = read_blocking(member, offset, block)?;
-            let Ok(header) = CheckpointHeader::decode(buf.as_slice()) else { continue };
+            let Ok(header) = CheckpointHeader::decode(buf.as_slice()) else {
+                continue;
+            };
             let ours = header.device_uuid == member.sb.device_uuid
                 && header.partition == member.partition as u32;
             let fits = header
                 .entry_count
                 .checked_mul(16)
                 .is_some_and(|bytes| bytes + block as u64 <= member.sb.checkpoint_slot_bytes);
-            if ours && fits && best.as_ref().is_none_or(|(b, _)| header.generation > b.generation) {
+            if ours
+                && fits
+                && best
+                    .as_ref()
+                    .is_none_or(|(b, _)| header.generation > b.generation)
+            {
                 best = Some((header, offset));
             }
             member.checkpoint_generation = member.checkpoint_generation.max(header.generation);
         }
-        let Some((header, offset)) = best else { return Ok(None) };
+        let Some((header, offset)) = best else {
+            return Ok(None);
+        };
         let bytes = (header.entry_count as usize * 16).next_multiple_of(block);
         let entries = if bytes == 0 {
             Vec::new()
@@ -299,7 +337,9 @@ impl CoreStore {
             let stored = Loc::from_bits(bits);
             let loc = Loc::new(slot, stored.offset(), stored.len(), stored.is_tombstone());
             let member = self.members[usize::from(slot)].as_ref().expect("member");
-            let Some(segment) = segment_containing(member, loc) else { continue };
+            let Some(segment) = segment_containing(member, loc) else {
+                continue;
+            };
             let info = member.segments[segment as usize];
             // Entries into segments freed (or reused) since are superseded by replayed copies.
             if info.state != SegmentState::Sealed || info.seq >= header.seq_next {
@@ -328,12 +368,21 @@ impl CoreStore {
         report.segments_replayed += 1;
         let mut records = Vec::new();
         let mut skipped = 0;
-        scan(image.as_slice(), seq, block, start as usize, |item| match item {
-            ScanItem::Record { offset, header, disk_bytes, data_ok: true } => {
-                records.push((offset, header, disk_bytes))
-            }
-            ScanItem::Record { .. } | ScanItem::Damaged { .. } => skipped += 1,
-        });
+        scan(
+            image.as_slice(),
+            seq,
+            block,
+            start as usize,
+            |item| match item {
+                ScanItem::Record {
+                    offset,
+                    header,
+                    disk_bytes,
+                    data_ok: true,
+                } => records.push((offset, header, disk_bytes)),
+                ScanItem::Record { .. } | ScanItem::Damaged { .. } => skipped += 1,
+            },
+        );
         report.records_skipped += skipped;
         let mut lsn_min = u64::MAX;
         for (at, header, disk_bytes) in records {
@@ -370,7 +419,9 @@ impl CoreStore {
             self.index.insert(fp, loc.bits());
             return Ok(());
         }
-        let Some(new) = self.identify(loc, header, report, known)? else { return Ok(()) };
+        let Some(new) = self.identify(loc, header, report, known)? else {
+            return Ok(());
+        };
         for bits in candidates {
             let Some(old) = self.identify(Loc::from_bits(bits), None, report, known)? else {
                 continue;
@@ -401,7 +452,9 @@ impl CoreStore {
         let header = match header {
             Some(header) => header,
             None => {
-                let member = self.members[usize::from(loc.device())].as_mut().expect("member");
+                let member = self.members[usize::from(loc.device())]
+                    .as_mut()
+                    .expect("member");
                 let block = member.block_bytes() as usize;
                 let buf = read_blocking(member, loc.offset(), block)?;
                 report.headers_read += 1;
@@ -421,7 +474,9 @@ impl CoreStore {
     /// Writes a checkpoint of every device's part of the index. Needs the store idle.
     pub fn checkpoint(&mut self) -> Result<(), OpenError> {
         if !self.is_idle() {
-            return Err(OpenError::NotIdle { what: "a checkpoint" });
+            return Err(OpenError::NotIdle {
+                what: "a checkpoint",
+            });
         }
         let mut per_slot: HashMap<u8, Vec<u8>> = HashMap::new();
         for (fp, bits) in self.index.iter() {
@@ -429,11 +484,16 @@ impl CoreStore {
             checkpoint::encode_entries(std::iter::once((fp, bits)), entry);
         }
         for slot in 0..self.members.len() {
-            let Some(member) = self.members[slot].as_mut() else { continue };
+            let Some(member) = self.members[slot].as_mut() else {
+                continue;
+            };
             let entries = per_slot.remove(&(slot as u8)).unwrap_or_default();
             let block = member.block_bytes() as usize;
             if (entries.len() + block) as u64 > member.sb.checkpoint_slot_bytes {
-                tracing::warn!(slot, "index part too large for the checkpoint slot; skipped");
+                tracing::warn!(
+                    slot,
+                    "index part too large for the checkpoint slot; skipped"
+                );
                 continue;
             }
             let generation = member.checkpoint_generation + 1;
@@ -462,7 +522,9 @@ impl CoreStore {
             slice[..total].fill(0);
             header.encode(&mut slice[..CHECKPOINT_HEADER_BYTES]);
             slice[block..block + entries.len()].copy_from_slice(&entries);
-            let offset = member.sb.checkpoint_offset(member.partition, generation % 2);
+            let offset = member
+                .sb
+                .checkpoint_offset(member.partition, generation % 2);
             write_blocking(member, buf, offset, total)?;
             member.checkpoint_generation = generation;
             member.bytes_since_checkpoint = 0;
@@ -484,25 +546,60 @@ fn segment_containing(member: &Member, loc: Loc) -> Option<u32> {
 }
 
 /// A start-up read: submit and wait. Never used on the data path.
-pub(crate) fn read_blocking(member: &mut Member, offset: u64, len: usize) -> Result<DmaBuf, OpenError> {
+pub(crate) fn read_blocking(
+    member: &mut Member,
+    offset: u64,
+    len: usize,
+) -> Result<DmaBuf, OpenError> {
     let request = IoRequest::read(DmaBuf::new(len), offset, len);
-    let done = run_one(member.queue.as_mut(), request, u64::MAX - 1, &mut Vec::new())
-        .expect("recovery reads are aligned");
+    let done = run_one(
+        member.queue.as_mut(),
+        request,
+        u64::MAX - 1,
+        &mut Vec::new(),
+    )
+    .expect("recovery reads are aligned");
     let device = member.device.info().name.clone();
-    done.result.map_err(|source| OpenError::Read { device, offset, source })?;
+    done.result.map_err(|source| OpenError::Read {
+        device,
+        offset,
+        source,
+    })?;
     Ok(done.buf.expect("buffer"))
 }
 
 /// A maintenance write followed by a flush.
-fn write_blocking(member: &mut Member, buf: DmaBuf, offset: u64, len: usize) -> Result<(), OpenError> {
+fn write_blocking(
+    member: &mut Member,
+    buf: DmaBuf,
+    offset: u64,
+    len: usize,
+) -> Result<(), OpenError> {
     let device = member.device.info().name.clone();
     let mut others = Vec::new();
-    let done = run_one(member.queue.as_mut(), IoRequest::write(buf, offset, len), u64::MAX - 2, &mut others)
-        .expect("aligned write");
-    done.result.map_err(|source| OpenError::Write { device: device.clone(), source })?;
-    let done = run_one(member.queue.as_mut(), IoRequest::flush(), u64::MAX - 3, &mut others)
-        .expect("flush");
-    done.result.map_err(|source| OpenError::Write { device, source })?;
-    assert!(others.is_empty(), "maintenance I/O raced with the data path");
+    let done = run_one(
+        member.queue.as_mut(),
+        IoRequest::write(buf, offset, len),
+        u64::MAX - 2,
+        &mut others,
+    )
+    .expect("aligned write");
+    done.result.map_err(|source| OpenError::Write {
+        device: device.clone(),
+        source,
+    })?;
+    let done = run_one(
+        member.queue.as_mut(),
+        IoRequest::flush(),
+        u64::MAX - 3,
+        &mut others,
+    )
+    .expect("flush");
+    done.result
+        .map_err(|source| OpenError::Write { device, source })?;
+    assert!(
+        others.is_empty(),
+        "maintenance I/O raced with the data path"
+    );
     Ok(())
 }

@@ -10,13 +10,24 @@ use crate::record::{HeaderError, RecordHeader};
 #[derive(Debug)]
 pub enum ScanItem {
     /// A header with this segment's sequence; `data_ok` tells whether the data checksum holds.
-    Record { offset: usize, header: RecordHeader, disk_bytes: usize, data_ok: bool },
+    Record {
+        offset: usize,
+        header: RecordHeader,
+        disk_bytes: usize,
+        data_ok: bool,
+    },
     /// Something that starts like a record header of this format but fails its checks.
     Damaged { offset: usize, error: HeaderError },
 }
 
 /// Visits every record of `image` (a segment read from its start) from `start` on.
-pub fn scan(image: &[u8], segment_seq: u64, block: usize, start: usize, mut visit: impl FnMut(ScanItem)) {
+pub fn scan(
+    image: &[u8],
+    segment_seq: u64,
+    block: usize,
+    start: usize,
+    mut visit: impl FnMut(ScanItem),
+) {
     assert!(block.is_power_of_two());
     assert!(start % block == 0);
     let mut offset = start;
@@ -27,7 +38,9 @@ pub fn scan(image: &[u8], segment_seq: u64, block: usize, start: usize, mut visi
                 if offset + disk_bytes > image.len() {
                     visit(ScanItem::Damaged {
                         offset,
-                        error: HeaderError::Field { field: "data_bytes" },
+                        error: HeaderError::Field {
+                            field: "data_bytes",
+                        },
                     });
                     offset += block;
                     continue;
@@ -35,7 +48,12 @@ pub fn scan(image: &[u8], segment_seq: u64, block: usize, start: usize, mut visi
                 let data = &image[offset + crate::limits::RECORD_HEADER_BYTES..]
                     [..header.data_bytes as usize];
                 let data_ok = crc32c::crc32c(data) == header.data_crc;
-                visit(ScanItem::Record { offset, header, disk_bytes, data_ok });
+                visit(ScanItem::Record {
+                    offset,
+                    header,
+                    disk_bytes,
+                    data_ok,
+                });
                 offset += disk_bytes;
             }
             // Left over from an earlier use of this segment, or never written.

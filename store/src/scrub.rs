@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use crate::engine::CoreStore;
 use crate::key::ShardKey;
 use crate::loc::Loc;
-use crate::recovery::{read_blocking, OpenError};
 use crate::record::RecordKind;
+use crate::recovery::{read_blocking, OpenError};
 use crate::scan::{scan, ScanItem};
 use crate::segment::SegmentState;
 
@@ -47,7 +47,9 @@ impl CoreStore {
             entries.insert((loc.device(), loc.offset()), bits);
         }
         for slot in 0..self.members.len() {
-            let Some(member) = self.members[slot].as_mut() else { continue };
+            let Some(member) = self.members[slot].as_mut() else {
+                continue;
+            };
             let name = member.device.info().name.clone();
             let block = member.block_bytes() as usize;
             for segment in 0..member.segments.len() {
@@ -61,7 +63,12 @@ impl CoreStore {
                 report.segments += 1;
                 scan(image.as_slice(), info.seq, block, block, |item| {
                     let (offset, key, reason) = match item {
-                        ScanItem::Record { offset, header, disk_bytes, data_ok } => {
+                        ScanItem::Record {
+                            offset,
+                            header,
+                            disk_bytes,
+                            data_ok,
+                        } => {
                             report.records += 1;
                             report.bytes += disk_bytes as u64;
                             let at = base + offset as u64;

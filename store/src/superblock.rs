@@ -53,12 +53,18 @@ pub enum SuperblockError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
     #[error("device of {device_bytes} bytes is too small for {partitions} partitions of at least {needed} bytes each")]
-    TooSmall { device_bytes: u64, partitions: usize, needed: u64 },
+    TooSmall {
+        device_bytes: u64,
+        partitions: usize,
+        needed: u64,
+    },
     #[error("{partitions} partitions requested; between 1 and {PARTITIONS_MAX} are supported")]
     Partitions { partitions: usize },
     #[error("segment size {segment_bytes} must be a multiple of {SEGMENT_BYTES_MIN} bytes")]
     SegmentBytes { segment_bytes: u64 },
-    #[error("block size {block_bytes} is not supported (512 to {BLOCK_BYTES_MAX}, a power of two)")]
+    #[error(
+        "block size {block_bytes} is not supported (512 to {BLOCK_BYTES_MAX}, a power of two)"
+    )]
     BlockBytes { block_bytes: u32 },
 }
 
@@ -157,22 +163,31 @@ impl Superblock {
         }
         let block_bytes = u32_at(bytes, 12);
         if !(512..=BLOCK_BYTES_MAX).contains(&block_bytes) || !block_bytes.is_power_of_two() {
-            return Err(SuperblockError::Field { field: "block_bytes" });
+            return Err(SuperblockError::Field {
+                field: "block_bytes",
+            });
         }
         let segment_bytes = u64_at(bytes, 64);
         if segment_bytes == 0 || segment_bytes % SEGMENT_BYTES_MIN != 0 {
-            return Err(SuperblockError::Field { field: "segment_bytes" });
+            return Err(SuperblockError::Field {
+                field: "segment_bytes",
+            });
         }
         let count = u32_at(bytes, 80) as usize;
         if count == 0 || count > PARTITIONS_MAX {
-            return Err(SuperblockError::Field { field: "partition_count" });
+            return Err(SuperblockError::Field {
+                field: "partition_count",
+            });
         }
         let device_bytes = u64_at(bytes, 56);
         let checkpoint_slot_bytes = u64_at(bytes, 72);
         let mut partitions = Vec::with_capacity(count);
         for index in 0..count {
             let at = PARTITIONS_OFFSET + index * 16;
-            let extent = PartitionExtent { offset: u64_at(bytes, at), bytes: u64_at(bytes, at + 8) };
+            let extent = PartitionExtent {
+                offset: u64_at(bytes, at),
+                bytes: u64_at(bytes, at + 8),
+            };
             let end = extent.offset.checked_add(extent.bytes);
             if extent.offset < DATA_START_BYTES
                 || end.is_none_or(|end| end > device_bytes)
@@ -185,7 +200,9 @@ impl Superblock {
             partitions.push(extent);
         }
         if checkpoint_slot_bytes % u64::from(block_bytes) != 0 {
-            return Err(SuperblockError::Field { field: "checkpoint_slot_bytes" });
+            return Err(SuperblockError::Field {
+                field: "checkpoint_slot_bytes",
+            });
         }
         Ok(Self {
             block_bytes,
@@ -241,8 +258,10 @@ mod tests {
             let end = sb.segment_offset(partition, last) + sb.segment_bytes;
             let extent = sb.partitions[partition];
             assert!(end <= extent.offset + extent.bytes);
-            assert!(sb.checkpoint_offset(partition, 1) + sb.checkpoint_slot_bytes
-                <= sb.segment_offset(partition, 0));
+            assert!(
+                sb.checkpoint_offset(partition, 1) + sb.checkpoint_slot_bytes
+                    <= sb.segment_offset(partition, 0)
+            );
         }
     }
 

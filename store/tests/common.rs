@@ -20,7 +20,11 @@ pub fn sim(seed: u64, size_bytes: u64, block_bytes: u32) -> Arc<SimDevice> {
 }
 
 pub fn options(partitions: usize) -> FormatOptions {
-    FormatOptions { partitions, segment_bytes: 1 << 20, node_id: NODE }
+    FormatOptions {
+        partitions,
+        segment_bytes: 1 << 20,
+        node_id: NODE,
+    }
 }
 
 pub fn mounted(device: Arc<dyn Device>, policy: FormatPolicy, partitions: usize) -> MountedDevice {
@@ -29,7 +33,10 @@ pub fn mounted(device: Arc<dyn Device>, policy: FormatPolicy, partitions: usize)
 }
 
 pub fn open(devices: &[Arc<dyn Device>], policy: FormatPolicy) -> CoreStore {
-    let mounted = devices.iter().map(|d| mounted(d.clone(), policy, 1)).collect();
+    let mounted = devices
+        .iter()
+        .map(|d| mounted(d.clone(), policy, 1))
+        .collect();
     CoreStore::open(0, NODE, mounted).expect("open").0
 }
 
@@ -37,7 +44,9 @@ pub fn open(devices: &[Arc<dyn Device>], policy: FormatPolicy) -> CoreStore {
 pub fn value(key: ShardKey, version: u64, max_len: usize) -> Vec<u8> {
     let mut state = (key.object as u64) ^ version.rotate_left(17) ^ u64::from(key.stripe) << 40;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         state >> 33
     };
     let len = next() as usize % (max_len + 1);
@@ -45,5 +54,9 @@ pub fn value(key: ShardKey, version: u64, max_len: usize) -> Vec<u8> {
 }
 
 pub fn key(n: u64) -> ShardKey {
-    ShardKey::new(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835), (n % 3) as u32, (n % 5) as u8)
+    ShardKey::new(
+        u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+        (n % 3) as u32,
+        (n % 5) as u8,
+    )
 }

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use common::{sim, value, NODE};
 use ds_nvme::sim::SimDevice;
 use ds_nvme::Device;
-use ds_store::{
-    CoreStore, Event, FormatPolicy, GetError, Outcome, PutError, ShardKey, ShardMeta,
-};
+use ds_store::{CoreStore, Event, FormatPolicy, GetError, Outcome, PutError, ShardKey, ShardMeta};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -35,7 +33,11 @@ struct KeyModel {
 
 fn key(n: u64) -> ShardKey {
     // Few distinct objects so stripes and shards differ within one object too.
-    ShardKey::new(u128::from(n / 4) << 64 | 0xfeed, (n % 4) as u32, (n % 2) as u8)
+    ShardKey::new(
+        u128::from(n / 4) << 64 | 0xfeed,
+        (n % 4) as u32,
+        (n % 2) as u8,
+    )
 }
 
 fn open(devices: &[Arc<SimDevice>], policy: FormatPolicy) -> Result<CoreStore, String> {
@@ -48,7 +50,9 @@ fn open(devices: &[Arc<SimDevice>], policy: FormatPolicy) -> Result<CoreStore, S
             Ok(ds_store::MountedDevice { device, superblock })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    CoreStore::open(0, NODE, mounted).map(|(store, _)| store).map_err(|e| format!("open: {e}"))
+    CoreStore::open(0, NODE, mounted)
+        .map(|(store, _)| store)
+        .map_err(|e| format!("open: {e}"))
 }
 
 fn run_seed(seed: u64) -> Result<u64, String> {
@@ -74,7 +78,12 @@ fn run_seed(seed: u64) -> Result<u64, String> {
                     let version = version_next;
                     version_next += 1;
                     let data = value(key(n), version, VALUE_BYTES_MAX);
-                    let meta = ShardMeta { version, scheme_k: 2, scheme_m: 1, object_bytes: 9 };
+                    let meta = ShardMeta {
+                        version,
+                        scheme_k: 2,
+                        scheme_m: 1,
+                        object_bytes: 9,
+                    };
                     token_next += 1;
                     tokens.insert(token_next, (n, version, true));
                     model.entry(n).or_default().inflight.push((version, true));
@@ -99,7 +108,11 @@ fn run_seed(seed: u64) -> Result<u64, String> {
             for event in events.drain(..) {
                 let (n, version, live) = tokens.remove(&event.token).expect("known token");
                 let entry = model.get_mut(&n).expect("model");
-                let position = entry.inflight.iter().position(|&(v, _)| v == version).unwrap();
+                let position = entry
+                    .inflight
+                    .iter()
+                    .position(|&(v, _)| v == version)
+                    .unwrap();
                 entry.inflight.remove(position);
                 match event.outcome {
                     Outcome::Put(Ok(())) | Outcome::Delete(Ok(_)) => {
@@ -108,7 +121,8 @@ fn run_seed(seed: u64) -> Result<u64, String> {
                         }
                         entry.acked = Some((version, live));
                     }
-                    Outcome::Put(Err(PutError::NoSpace)) | Outcome::Delete(Err(PutError::NoSpace)) => {}
+                    Outcome::Put(Err(PutError::NoSpace))
+                    | Outcome::Delete(Err(PutError::NoSpace)) => {}
                     other => return Err(format!("key {n} v{version}: unexpected {other:?}")),
                 }
             }
@@ -125,12 +139,17 @@ fn run_seed(seed: u64) -> Result<u64, String> {
             let entry = model.entry(n).or_default();
             let acked = entry.acked;
             let floor = acked.map_or(0, |(v, _)| v);
-            let newer: Vec<(u64, bool)> =
-                entry.inflight.iter().copied().filter(|&(v, _)| v > floor).collect();
+            let newer: Vec<(u64, bool)> = entry
+                .inflight
+                .iter()
+                .copied()
+                .filter(|&(v, _)| v > floor)
+                .collect();
             let observed = match store.get(key(n)) {
                 Ok((header, data)) => {
                     let version = header.meta.version;
-                    let allowed = acked == Some((version, true)) || newer.contains(&(version, true));
+                    let allowed =
+                        acked == Some((version, true)) || newer.contains(&(version, true));
                     if !allowed {
                         return Err(format!(
                             "round {round} key {n}: got v{version}, acked {acked:?}, in flight {newer:?}"
@@ -142,8 +161,8 @@ fn run_seed(seed: u64) -> Result<u64, String> {
                     (version, true)
                 }
                 Err(GetError::NotFound) => {
-                    let deleted_ok = acked.is_none_or(|(_, live)| !live)
-                        || newer.iter().any(|&(_, live)| !live);
+                    let deleted_ok =
+                        acked.is_none_or(|(_, live)| !live) || newer.iter().any(|&(_, live)| !live);
                     let never_acked_live_ok = acked.is_none() || acked.is_some_and(|(_, l)| !l);
                     if !(deleted_ok || never_acked_live_ok) {
                         return Err(format!(
@@ -158,13 +177,19 @@ fn run_seed(seed: u64) -> Result<u64, String> {
                     return Err(format!("round {round} key {n}: {error} (acked {acked:?})"));
                 }
             };
-            entry.acked = if observed.0 == 0 { None } else { Some(observed) };
+            entry.acked = if observed.0 == 0 {
+                None
+            } else {
+                Some(observed)
+            };
             entry.inflight.clear();
         }
         if rng.gen_bool(0.3) {
             let report = store.scrub().map_err(|e| format!("scrub: {e}"))?;
             if let Some(bad) = report.bad.iter().find(|bad| bad.live) {
-                return Err(format!("round {round}: scrub found a bad live record {bad:?}"));
+                return Err(format!(
+                    "round {round}: scrub found a bad live record {bad:?}"
+                ));
             }
         }
     }
@@ -187,12 +212,18 @@ fn acknowledged_writes_survive_simulated_power_loss() {
         match std::panic::catch_unwind(|| run_seed(seed)) {
             Ok(Ok(count)) => crashes += count,
             Ok(Err(message)) => failures.push(format!("seed {seed}: {message}")),
-            Err(_) => failures.push(format!("seed {seed}: panicked (replay with DS_CRASH_SEED={seed})")),
+            Err(_) => failures.push(format!(
+                "seed {seed}: panicked (replay with DS_CRASH_SEED={seed})"
+            )),
         }
         if failures.len() >= 5 {
             break;
         }
     }
-    assert!(failures.is_empty(), "replay with DS_CRASH_SEED=<seed>:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "replay with DS_CRASH_SEED=<seed>:\n{}",
+        failures.join("\n")
+    );
     println!("{crashes} simulated crashes over {seeds} seeds, all recovered correctly");
 }

@@ -10,7 +10,12 @@ use ds_nvme::Device;
 use ds_store::{FormatPolicy, GetError, PutError, ShardMeta};
 
 fn meta(version: u64) -> ShardMeta {
-    ShardMeta { version, scheme_k: 4, scheme_m: 2, object_bytes: 12345 }
+    ShardMeta {
+        version,
+        scheme_k: 4,
+        scheme_m: 2,
+        object_bytes: 12345,
+    }
 }
 
 #[test]
@@ -30,14 +35,31 @@ fn round_trip_overwrite_stale_delete() {
     store.put(key(7), meta(5), b"newer").unwrap();
     assert_eq!(store.get(key(7)).unwrap().1, b"newer");
     let stale = store.put(key(7), meta(5), b"same version").unwrap_err();
-    assert_eq!(stale, PutError::Stale { key: key(7), current: 5, offered: 5 });
+    assert_eq!(
+        stale,
+        PutError::Stale {
+            key: key(7),
+            current: 5,
+            offered: 5
+        }
+    );
     let stale = store.put(key(7), meta(4), b"older").unwrap_err();
-    assert!(matches!(stale, PutError::Stale { current: 5, offered: 4, .. }));
+    assert!(matches!(
+        stale,
+        PutError::Stale {
+            current: 5,
+            offered: 4,
+            ..
+        }
+    ));
     assert!(store.delete(key(7), 6).unwrap());
     assert_eq!(store.get(key(7)).unwrap_err(), GetError::NotFound);
     assert_eq!(store.get(key(1000)).unwrap_err(), GetError::NotFound);
     // A put older than the delete stays deleted; a newer one brings the shard back.
-    assert!(matches!(store.put(key(7), meta(6), b"x"), Err(PutError::Stale { .. })));
+    assert!(matches!(
+        store.put(key(7), meta(6), b"x"),
+        Err(PutError::Stale { .. })
+    ));
     store.put(key(7), meta(7), b"back").unwrap();
     assert_eq!(store.get(key(7)).unwrap().1, b"back");
     assert_eq!(store.len(), 200);
@@ -53,7 +75,11 @@ fn restart_with_and_without_checkpoint_keeps_everything() {
     drop(store);
     let mut store = open(&[device.clone()], FormatPolicy::Never);
     for n in 0..300 {
-        assert_eq!(store.get(key(n)).unwrap().1, value(key(n), 1, 5000), "key {n}");
+        assert_eq!(
+            store.get(key(n)).unwrap().1,
+            value(key(n), 1, 5000),
+            "key {n}"
+        );
     }
     store.checkpoint().unwrap();
     for n in 0..100 {
@@ -86,7 +112,9 @@ fn compaction_reclaims_overwritten_space() {
     let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
     for round in 1..=40u64 {
         for n in 0..40 {
-            store.put(key(n), meta(round), &value(key(n), round, 60_000)).unwrap();
+            store
+                .put(key(n), meta(round), &value(key(n), round, 60_000))
+                .unwrap();
         }
         store.run_until_idle();
     }
@@ -126,7 +154,9 @@ fn full_device_says_no_space_and_stays_usable() {
     store.run_until_idle();
     assert!(store.stats().compactions > 0);
     for n in 0..10 {
-        store.put(key(10_000 + n), meta(1), &vec![1; 200_000]).unwrap();
+        store
+            .put(key(10_000 + n), meta(1), &vec![1; 200_000])
+            .unwrap();
     }
     for n in stored / 2..stored {
         assert_eq!(store.get(key(n)).unwrap().1, vec![n as u8; 200_000]);
@@ -145,7 +175,10 @@ fn a_flipped_bit_is_detected_on_read_and_by_scrub() {
     // Find key 3's record on the device and flip a byte of its data.
     let image = device.read_durable(0, 64 << 20);
     let needle = vec![3u8; 64];
-    let at = image.windows(64).position(|w| w == needle.as_slice()).unwrap();
+    let at = image
+        .windows(64)
+        .position(|w| w == needle.as_slice())
+        .unwrap();
     device.corrupt(at as u64 + 100, 1);
     match store.get(key(3)) {
         Err(GetError::Corrupt { .. }) => {}
@@ -165,14 +198,21 @@ fn pool_spreads_by_free_space_and_survives_device_removal() {
     let second: Arc<dyn Device> = sim(7, 32 << 20, 4096);
     let mut store = open(&[first.clone(), second.clone()], FormatPolicy::IfEmpty);
     for n in 0..100 {
-        store.put(key(n), meta(1), &value(key(n), 1, 50_000)).unwrap();
+        store
+            .put(key(n), meta(1), &value(key(n), 1, 50_000))
+            .unwrap();
     }
     let free: Vec<u64> = store.devices().iter().map(|d| d.2).collect();
     let spread = free[0].abs_diff(free[1]);
-    assert!(spread <= 2 << 20, "free space should stay balanced: {free:?}");
+    assert!(
+        spread <= 2 << 20,
+        "free space should stay balanced: {free:?}"
+    );
     // A third device joins at run time; then the first leaves.
     let third: Arc<dyn Device> = sim(8, 32 << 20, 4096);
-    let slot = store.add_device(common::mounted(third.clone(), FormatPolicy::IfEmpty, 1)).unwrap();
+    let slot = store
+        .add_device(common::mounted(third.clone(), FormatPolicy::IfEmpty, 1))
+        .unwrap();
     assert_eq!(slot, 2);
     store.remove_device(0).unwrap();
     let mut rounds = 0;
@@ -183,12 +223,20 @@ fn pool_spreads_by_free_space_and_survives_device_removal() {
     }
     assert_eq!(store.devices().len(), 2);
     for n in 0..100 {
-        assert_eq!(store.get(key(n)).unwrap().1, value(key(n), 1, 50_000), "key {n}");
+        assert_eq!(
+            store.get(key(n)).unwrap().1,
+            value(key(n), 1, 50_000),
+            "key {n}"
+        );
     }
     drop(store);
     // The removed device is not needed to restart.
     let mut store = open(&[second, third], FormatPolicy::Never);
     for n in 0..100 {
-        assert_eq!(store.get(key(n)).unwrap().1, value(key(n), 1, 50_000), "key {n}");
+        assert_eq!(
+            store.get(key(n)).unwrap().1,
+            value(key(n), 1, 50_000),
+            "key {n}"
+        );
     }
 }

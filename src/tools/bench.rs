@@ -1,0 +1,227 @@
+//! `ds-store bench`: appends or reads of fixed-size shard records against one core's store on a
+//! freshly formatted device, with a fixed number of requests in flight. Prints ops/s, MB/s and
+//! latency percentiles (hdrhistogram). `bench/store.sh` runs it beside fio.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use ds_store::{CoreStore, Event, FormatOptions, FormatPolicy, Outcome, ShardKey, ShardMeta};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+
+use crate::local::{LocalStore, OpenSpec};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BenchOp {
+    /// Puts of new shards (sequential appends to the log).
+    Append,
+    /// Random gets of shards written first.
+    Read,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[arg(long, value_enum)]
+    pub op: BenchOp,
+    /// Shard size, e.g. 4K or 1M.
+    #[arg(long, default_value = "4K")]
+    pub size: String,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    pub depth: usize,
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Create the device file at this size when missing.
+    #[arg(long, default_value = "4G")]
+    pub create: String,
+    /// For reads: bytes of shards written first (default: half the device).
+    #[arg(long)]
+    pub fill: Option<String>,
+    /// Use io_uring SQPOLL.
+    #[arg(long)]
+    pub sqpoll: bool,
+}
+
+pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
+    let size = crate::cli::parse_size(&args.size)? as usize;
+    anyhow::ensure!(args.depth > 0, "--depth must be at least 1");
+    let mut store = LocalStore::open(&OpenSpec {
+        paths: devices.to_vec(),
+        create_bytes: Some(crate::cli::parse_size(&args.create)?),
+        policy: FormatPolicy::Always,
+        format: Some(FormatOptions::new(1, rand::random())),
+        sqpoll: args.sqpoll,
+    })?;
+    let core = &mut store.cores[0];
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
+    let device_bytes: u64 = store.devices.iter().map(|d| d.info().size_bytes).sum();
+    let mut written = 0u64;
+    if let BenchOp::Read = args.op {
+        let fill = match &args.fill {
+            Some(text) => crate::cli::parse_size(text)?,
+            None => device_bytes / 2,
+        };
+        let count = (fill / size.max(1) as u64).max(1);
+        let bar = progress(count, "filling");
+        written = pump(
+            core,
+            args.depth,
+            count,
+            |n| Request::Put(key(n)),
+            &data,
+            &bar,
+        )?
+        .0;
+        bar.finish_and_clear();
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let bar = progress(args.seconds, "measuring");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let started = Instant::now();
+    let (ops, histogram) = match args.op {
+        BenchOp::Append => pump_until(
+            core,
+            args.depth,
+            deadline,
+            |n| Request::Put(key(1 << 40 | n)),
+            &data,
+            &bar,
+        )?,
+        BenchOp::Read => pump_until(
+            core,
+            args.depth,
+            deadline,
+            |_| Request::Get(key(rng.gen_range(0..written))),
+            &data,
+            &bar,
+        )?,
+    };
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let report = serde_json::json!({
+        "op": format!("{:?}", args.op).to_lowercase(),
+        "size_bytes": size,
+        "depth": args.depth,
+        "seconds": seconds,
+        "ops": ops,
+        "ops_per_second": ops as f64 / seconds,
+        "mb_per_second": ops as f64 * size as f64 / seconds / 1e6,
+        "latency_us": {
+            "p50": histogram.value_at_quantile(0.5),
+            "p90": histogram.value_at_quantile(0.9),
+            "p99": histogram.value_at_quantile(0.99),
+            "p999": histogram.value_at_quantile(0.999),
+        },
+        "write_amplification": core.stats().write_amplification(),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(0)
+}
+
+enum Request {
+    Put(ShardKey),
+    Get(ShardKey),
+}
+
+fn key(n: u64) -> ShardKey {
+    ShardKey::new(
+        u128::from(n).wrapping_mul(0x2545_f491_4f6c_dd1d_9e37_79b9_7f4a_7c15) | 1,
+        0,
+        0,
+    )
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("template"));
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn pump(
+    core: &mut CoreStore,
+    depth: usize,
+    count: u64,
+    make: impl FnMut(u64) -> Request,
+    data: &[u8],
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    drive(core, depth, Some(count), None, make, data, |done| {
+        bar.set_position(done)
+    })
+}
+
+fn pump_until(
+    core: &mut CoreStore,
+    depth: usize,
+    deadline: Instant,
+    make: impl FnMut(u64) -> Request,
+    data: &[u8],
+    bar: &ProgressBar,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let started = Instant::now();
+    drive(core, depth, None, Some(deadline), make, data, |_| {
+        bar.set_position(started.elapsed().as_secs())
+    })
+}
+
+/// Keeps `depth` requests in flight until `count` are done or `deadline` passes.
+fn drive(
+    core: &mut CoreStore,
+    depth: usize,
+    count: Option<u64>,
+    deadline: Option<Instant>,
+    mut make: impl FnMut(u64) -> Request,
+    data: &[u8],
+    mut tick: impl FnMut(u64),
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut started: HashMap<u64, Instant> = HashMap::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut issued = 0u64;
+    let mut done = 0u64;
+    loop {
+        let open = count.is_none_or(|c| issued < c) && deadline.is_none_or(|d| Instant::now() < d);
+        while open && started.len() < depth && count.is_none_or(|c| issued < c) {
+            let meta = ShardMeta {
+                version: 1,
+                scheme_k: 1,
+                scheme_m: 0,
+                object_bytes: data.len() as u64,
+            };
+            match make(issued) {
+                Request::Put(key) => core.submit_put(key, meta, data, issued),
+                Request::Get(key) => core.submit_get(key, issued),
+            }
+            started.insert(issued, Instant::now());
+            issued += 1;
+        }
+        if !open && started.is_empty() {
+            return Ok((done, histogram));
+        }
+        core.poll(&mut events);
+        for event in events.drain(..) {
+            let began = started.remove(&event.token).expect("known token");
+            histogram.record(began.elapsed().as_micros().max(1) as u64)?;
+            done += 1;
+            match event.outcome {
+                Outcome::Put(Ok(())) => {}
+                Outcome::Get(Ok(found)) => core.recycle(found.buf),
+                other => anyhow::bail!("request failed: {other:?}"),
+            }
+        }
+        if done % 1024 == 0 {
+            tick(done);
+        }
+        if events.is_empty() {
+            core.wait(Duration::from_micros(200));
+        }
+    }
+}

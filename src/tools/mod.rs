@@ -1,0 +1,4 @@
+//! Work the command-line tools run: the crash-test write load and the store benchmark.
+
+pub mod bench;
+pub mod load;
