@@ -50,6 +50,9 @@ pub struct DeviceInfo {
 pub enum IoKind {
     Read,
     Write,
+    /// A write that is durable when it completes (FUA; RWF_DSYNC on io_uring), so no flush is
+    /// needed after it.
+    WriteFua,
     /// Makes every write that completed before the flush was submitted durable.
     Flush,
 }
@@ -78,6 +81,16 @@ impl IoRequest {
     pub fn write(buf: DmaBuf, offset: u64, len: usize) -> Self {
         Self {
             kind: IoKind::Write,
+            offset,
+            len,
+            buf: Some(buf),
+        }
+    }
+
+    /// A write that is durable when it completes.
+    pub fn write_fua(buf: DmaBuf, offset: u64, len: usize) -> Self {
+        Self {
+            kind: IoKind::WriteFua,
             offset,
             len,
             buf: Some(buf),

@@ -81,14 +81,17 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
     let bar = progress(args.seconds, "measuring");
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let started = Instant::now();
+    // Appends stop at 70% of the devices, before compaction would start to cost.
+    let append_max = device_bytes * 7 / 10 / size.max(1) as u64;
     let (ops, histogram) = match args.op {
-        BenchOp::Append => pump_until(
+        BenchOp::Append => drive(
             core,
             args.depth,
-            deadline,
+            Some(append_max),
+            Some(deadline),
             |n| Request::Put(key(1 << 40 | n)),
             &data,
-            &bar,
+            |_| bar.set_position(started.elapsed().as_secs()),
         )?,
         BenchOp::Read => pump_until(
             core,

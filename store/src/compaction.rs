@@ -66,6 +66,7 @@ impl CoreStore {
                 let member = self.members[slot].as_mut().expect("member");
                 if member.segments[segment].readers == 0 {
                     member.segments[segment] = crate::segment::SegmentInfo::free();
+                    member.recount_free();
                     self.stats.compactions += 1;
                     self.compaction = None;
                 }
@@ -74,6 +75,15 @@ impl CoreStore {
     }
 
     fn start_compaction(&mut self) {
+        let wanted = self.compact_eagerly
+            || self
+                .members
+                .iter()
+                .flatten()
+                .any(|m| m.draining || m.low_on_space());
+        if !wanted {
+            return;
+        }
         let Some((slot, segment)) = self.pick_compaction() else {
             self.compact_eagerly = false;
             return;
@@ -107,8 +117,7 @@ impl CoreStore {
         let mut best: Option<(u64, usize, u32)> = None;
         for (slot, member) in self.members.iter().enumerate() {
             let Some(member) = member else { continue };
-            let total = member.segments.len();
-            let low = member.free_segments() * 8 < total || member.free_segments() < 4;
+            let low = member.low_on_space();
             for (segment, info) in member.segments.iter().enumerate() {
                 if info.state != SegmentState::Sealed {
                     continue;

@@ -132,6 +132,8 @@ pub struct CoreStore {
     pub(crate) compaction: Option<crate::compaction::Compaction>,
     pub(crate) compact_eagerly: bool,
     next_token: u64,
+    /// Batches are written FUA rather than write + flush (see [`CoreStore::set_fua`]).
+    pub(crate) fua: bool,
 }
 
 impl CoreStore {
@@ -157,6 +159,7 @@ impl CoreStore {
             compaction: None,
             compact_eagerly: false,
             next_token: 1 << 63,
+            fua: true,
         }
     }
 
@@ -166,6 +169,16 @@ impl CoreStore {
 
     pub fn node_id(&self) -> u128 {
         self.node_id
+    }
+
+    /// Chooses how batches become durable: FUA writes (the default: one round trip, no flush)
+    /// or plain writes followed by a flush (for devices where FUA is slow or unsupported).
+    pub fn set_fua(&mut self, fua: bool) {
+        assert!(self.is_idle(), "durability mode changes only when idle");
+        self.fua = fua;
+        for member in self.members.iter_mut().flatten() {
+            member.fua = fua;
+        }
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -460,6 +473,10 @@ impl CoreStore {
             .expect("batch in flight");
         assert_eq!(batch.state, BatchState::Submitted);
         match completion.result {
+            Ok(()) if completion.kind == ds_nvme::IoKind::WriteFua => {
+                batch.state = BatchState::Durable;
+                self.ack_durable(slot);
+            }
             Ok(()) => batch.state = BatchState::Written,
             Err(error) => self.fail_member(slot, error),
         }
@@ -480,7 +497,12 @@ impl CoreStore {
         {
             batch.state = BatchState::Durable;
         }
-        // Acknowledge in order: a batch is done only when every earlier one is durable.
+        self.ack_durable(slot);
+    }
+
+    /// Acknowledges in order: a batch is done only when every earlier one is durable.
+    fn ack_durable(&mut self, slot: u8) {
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
         let mut acked = Vec::new();
         while member
             .batches

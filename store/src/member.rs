@@ -91,6 +91,10 @@ pub(crate) struct Member {
     pub bytes_written: u64,
     pub bytes_since_checkpoint: u64,
     pub checkpoint_generation: u64,
+    /// Number of segments in state Free.
+    pub free_count: usize,
+    /// Batches are written FUA (durable on completion) instead of write + flush.
+    pub fua: bool,
 }
 
 impl Member {
@@ -117,11 +121,30 @@ impl Member {
         self.sb.segment_offset(self.partition, segment)
     }
 
+    /// Segments in state Free (kept current by [`Member::recount_free`]).
     pub fn free_segments(&self) -> usize {
-        self.segments
+        debug_assert_eq!(
+            self.free_count,
+            self.segments
+                .iter()
+                .filter(|s| s.state == SegmentState::Free)
+                .count()
+        );
+        self.free_count
+    }
+
+    /// Recounts free segments; called after any segment changes state.
+    pub fn recount_free(&mut self) {
+        self.free_count = self
+            .segments
             .iter()
             .filter(|s| s.state == SegmentState::Free)
-            .count()
+            .count();
+    }
+
+    /// Free segments are scarce: compaction should run.
+    pub fn low_on_space(&self) -> bool {
+        self.free_count * 8 < self.segments.len() || self.free_count < 4
     }
 
     /// Bytes that new records could still use.
@@ -241,6 +264,7 @@ impl Member {
             lsn_min: u64::MAX,
             readers: 0,
         };
+        self.free_count -= 1;
         self.head = Some(segment);
     }
 
@@ -256,7 +280,11 @@ impl Member {
         let len = batch.len;
         let buf = std::mem::replace(&mut batch.buf, DmaBuf::new(0));
         batch.state = BatchState::Submitted;
-        let request = IoRequest::write(buf, batch.offset, len);
+        let request = if self.fua {
+            IoRequest::write_fua(buf, batch.offset, len)
+        } else {
+            IoRequest::write(buf, batch.offset, len)
+        };
         let token = token(Purpose::BatchWrite, self.slot, batch.id);
         self.bytes_written += len as u64;
         self.bytes_since_checkpoint += len as u64;

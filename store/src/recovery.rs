@@ -214,6 +214,8 @@ impl CoreStore {
             bytes_written: 0,
             bytes_since_checkpoint: 0,
             checkpoint_generation: 0,
+            free_count: count as usize,
+            fua: self.fua,
         };
         let block = member.block_bytes() as usize;
         for segment in 0..count {
@@ -238,6 +240,7 @@ impl CoreStore {
                 self.seq_next = self.seq_next.max(header.seq + 1);
             }
         }
+        member.recount_free();
         Ok(member)
     }
 

@@ -235,7 +235,7 @@ impl State {
                 self.stats.bytes_read += len as u64;
                 request.complete(Ok(()))
             }
-            IoKind::Write => {
+            IoKind::Write | IoKind::WriteFua => {
                 if overlaps(&self.failing_writes, offset, len)
                     || chance(rng, self.faults.write_error_probability)
                 {
@@ -248,6 +248,25 @@ impl State {
                     .expect("validated write has a buffer");
                 let data = buf.as_slice()[..len].to_vec();
                 self.volatile.write(offset, &data);
+                if request.request.kind == IoKind::WriteFua {
+                    // Durable now. Older unflushed writes over the same bytes must not land
+                    // over it later, so they take its bytes where they overlap.
+                    self.durable.write(offset, &data);
+                    for pending in self.pending.iter_mut() {
+                        let start = pending.offset.max(offset);
+                        let end =
+                            (pending.offset + pending.data.len() as u64).min(offset + len as u64);
+                        if start < end {
+                            let target =
+                                (start - pending.offset) as usize..(end - pending.offset) as usize;
+                            let source = (start - offset) as usize..(end - offset) as usize;
+                            pending.data[target].copy_from_slice(&data[source]);
+                        }
+                    }
+                    self.stats.writes += 1;
+                    self.stats.bytes_written += len as u64;
+                    return request.complete(Ok(()));
+                }
                 self.pending.push_back(PendingWrite {
                     seq: self.next_write_seq,
                     offset,
@@ -285,7 +304,8 @@ impl State {
                         buf,
                     } = request.request;
                     // A write the media refuses cannot land half-way through a power loss.
-                    if kind == IoKind::Write && !overlaps(&self.failing_writes, offset, len) {
+                    let write = matches!(kind, IoKind::Write | IoKind::WriteFua);
+                    if write && !overlaps(&self.failing_writes, offset, len) {
                         let buf = buf.expect("validated write has a buffer");
                         fates.push((offset, buf.as_slice()[..len].to_vec()));
                     }

@@ -178,7 +178,22 @@ impl UringQueue {
             (IoKind::Write, Some(ptr), None) => on_device!(fixed_file, raw, |fd| {
                 opcode::Write::new(fd, ptr, len).offset(offset).build()
             }),
-            (IoKind::Read | IoKind::Write, None, _) => return Err(InvalidRequest::MissingBuffer),
+            // RWF_DSYNC on an O_DIRECT write becomes a FUA write (or write + flush) in the kernel.
+            (IoKind::WriteFua, Some(ptr), Some(index)) => on_device!(fixed_file, raw, |fd| {
+                opcode::WriteFixed::new(fd, ptr, len, index)
+                    .offset(offset)
+                    .rw_flags(libc::RWF_DSYNC)
+                    .build()
+            }),
+            (IoKind::WriteFua, Some(ptr), None) => on_device!(fixed_file, raw, |fd| {
+                opcode::Write::new(fd, ptr, len)
+                    .offset(offset)
+                    .rw_flags(libc::RWF_DSYNC)
+                    .build()
+            }),
+            (IoKind::Read | IoKind::Write | IoKind::WriteFua, None, _) => {
+                return Err(InvalidRequest::MissingBuffer)
+            }
         };
         Ok(entry.user_data(u64::from(slot)))
     }
