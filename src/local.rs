@@ -64,7 +64,7 @@ impl LocalStore {
                 FormatOptions {
                     partitions: sb.partitions.len(),
                     segment_bytes: sb.segment_bytes,
-                    node_id: sb.node_id,
+                    node_id: sb.node_id, block_bytes: None,
                 }
             }
         };

@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// For reads: bytes of shards written first (default: half the device).
     #[arg(long)]
     pub fill: Option<String>,
+        /// Record alignment in bytes (512 or 4096); default: the device's logical block.
+    #[arg(long)]
+    pub block: Option<u32>,
     /// Use io_uring SQPOLL.
     #[arg(long)]
     pub sqpoll: bool,
@@ -52,7 +55,10 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
         paths: devices.to_vec(),
         create_bytes: Some(crate::cli::parse_size(&args.create)?),
         policy: FormatPolicy::Always,
-        format: Some(FormatOptions::new(1, rand::random())),
+                format: Some(FormatOptions {
+            block_bytes: args.block,
+            ..FormatOptions::new(1, rand::random())
+        }),
         sqpoll: args.sqpoll,
     })?;
     let core = &mut store.cores[0];
@@ -188,8 +194,9 @@ fn drive(
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut started: HashMap<u64, Instant> = HashMap::new();
     let mut events: Vec<Event> = Vec::new();
-    let mut issued = 0u64;
+        let mut issued = 0u64;
     let mut done = 0u64;
+    let mut spare: Vec<ds_nvme::DmaBuf> = Vec::new();
     loop {
         let open = count.is_none_or(|c| issued < c) && deadline.is_none_or(|d| Instant::now() < d);
         while open && started.len() < depth && count.is_none_or(|c| issued < c) {
@@ -200,7 +207,16 @@ fn drive(
                 object_bytes: data.len() as u64,
             };
             match make(issued) {
-                Request::Put(key) => core.submit_put(key, meta, data, issued),
+                                // Zero copy, as a network layer receiving into the record buffer would.
+                Request::Put(key) => {
+                    let buf = spare.pop().unwrap_or_else(|| {
+                        let mut buf = core.put_buffer(data.len());
+                        let at = ds_store::PUT_DATA_OFFSET;
+                        buf.as_mut_slice()[at..at + data.len()].copy_from_slice(data);
+                        buf
+                    });
+                    core.submit_put_buf(key, meta, buf, data.len(), issued)
+                }
                 Request::Get(key) => core.submit_get(key, issued),
             }
             started.insert(issued, Instant::now());
@@ -210,7 +226,10 @@ fn drive(
             return Ok((done, histogram));
         }
         core.poll(&mut events);
-        for event in events.drain(..) {
+                for mut event in events.drain(..) {
+            if let Some(buf) = event.buf.take() {
+                spare.push(buf);
+            }
             let began = started.remove(&event.token).expect("known token");
             histogram.record(began.elapsed().as_micros().max(1) as u64)?;
             done += 1;

@@ -24,11 +24,22 @@ use crate::record::{record_disk_bytes, RecordHeader, RecordKind, ShardMeta};
 use crate::segment::SegmentState;
 use crate::stats::StoreStats;
 
+/// Where the data goes in a [`CoreStore::submit_put_buf`] buffer: after the record header.
+pub const PUT_DATA_OFFSET: usize = RECORD_HEADER_BYTES;
+
+/// Capacity a zero-copy put buffer needs for `data_bytes` of data on any supported device.
+pub fn put_buffer_bytes(data_bytes: usize) -> usize {
+    record_disk_bytes(data_bytes, crate::limits::BLOCK_BYTES_MAX) as usize
+}
+
 /// A finished request.
 #[derive(Debug)]
 pub struct Event {
     pub token: u64,
     pub outcome: Outcome,
+    /// The caller's buffer of a [`CoreStore::submit_put_buf`], handed back when the put is done
+    /// (absent only if a device failed while writing it).
+    pub buf: Option<DmaBuf>,
 }
 
 #[derive(Debug)]
@@ -92,7 +103,9 @@ pub(crate) struct Op {
     /// The buffer of a get whose record matched.
     pub got: Option<DmaBuf>,
     /// Put data kept while the op waits or resolves.
-    pub staged: Option<DmaBuf>,
+        pub staged: Option<DmaBuf>,
+    /// The caller's record buffer of a zero-copy put: data at [`PUT_DATA_OFFSET`].
+    pub owned: Option<DmaBuf>,
     pub data_bytes: usize,
     pub placed: Option<Loc>,
 }
@@ -220,6 +233,53 @@ impl CoreStore {
         self.submit_write(key, OpKind::Put { meta }, data, token);
     }
 
+        /// A buffer for [`CoreStore::submit_put_buf`] with room for `data_bytes` of data at
+    /// [`PUT_DATA_OFFSET`].
+    pub fn put_buffer(&mut self, data_bytes: usize) -> DmaBuf {
+        self.bufs.take(put_buffer_bytes(data_bytes))
+    }
+
+    /// Zero-copy put: `buf` holds the data at [`PUT_DATA_OFFSET`] (a network layer receives
+    /// straight into it) and becomes the record itself: the header is written in front, and the
+    /// buffer goes to the device as it is. It comes back in the event.
+    pub fn submit_put_buf(
+        &mut self,
+        key: ShardKey,
+        meta: ShardMeta,
+        buf: DmaBuf,
+        data_bytes: usize,
+        token: u64,
+    ) {
+        let error = if data_bytes > RECORD_DATA_BYTES_MAX {
+            Some(PutError::TooLarge { bytes: data_bytes, max: RECORD_DATA_BYTES_MAX })
+        } else if buf.capacity() < put_buffer_bytes(data_bytes) {
+            Some(PutError::BufferTooSmall {
+                capacity: buf.capacity(),
+                needed: put_buffer_bytes(data_bytes),
+            })
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            self.events.push_back(Event { token, outcome: Outcome::Put(Err(error)), buf: Some(buf) });
+            return;
+        }
+        let Some(op) = self.new_op(token, key, OpKind::Put { meta }) else {
+            let outcome = Outcome::Put(Err(PutError::Busy));
+            self.events.push_back(Event { token, outcome, buf: Some(buf) });
+            return;
+        };
+        let entry = self.op_mut(op);
+        entry.owned = Some(buf);
+        entry.data_bytes = data_bytes;
+        if self.busy.contains(&key) {
+            self.op_mut(op).stage = Stage::Deferred;
+            self.deferred.push_back(op);
+            return;
+        }
+        self.start(op, None);
+    }
+
     /// Records that `key` is deleted as of `version`.
     pub fn submit_delete(&mut self, key: ShardKey, version: u64, token: u64) {
         self.submit_write(key, OpKind::Delete { version }, &[], token);
@@ -286,7 +346,8 @@ impl CoreStore {
             corrupt: None,
             read_error: None,
             got: None,
-            staged: None,
+                        staged: None,
+            owned: None,
             data_bytes: 0,
             placed: None,
         };
@@ -329,7 +390,7 @@ impl CoreStore {
     }
 
     pub(crate) fn emit(&mut self, token: u64, outcome: Outcome) {
-        self.events.push_back(Event { token, outcome });
+                self.events.push_back(Event { token, outcome, buf: None });
     }
 
     /// Starts a write whose key is free: lock it, then resolve or append at once.
@@ -462,15 +523,21 @@ impl CoreStore {
     }
 
     fn handle_batch_written(&mut self, slot: u8, id: u64, completion: Completion) {
-        let member = self.members[usize::from(slot)].as_mut().expect("member");
+                let member = self.members[usize::from(slot)].as_mut().expect("member");
+        let Some(batch) = member.batches.iter_mut().find(|b| b.id == id) else {
+            // Failed together with an earlier batch; its ops are already told.
+            if let Some(buf) = completion.buf {
+                self.bufs.give(buf);
+            }
+            return;
+        };
         if let Some(buf) = completion.buf {
-            self.bufs.give(buf);
+            if batch.owned {
+                batch.buf = buf;
+            } else {
+                self.bufs.give(buf);
+            }
         }
-        let batch = member
-            .batches
-            .iter_mut()
-            .find(|b| b.id == id)
-            .expect("batch in flight");
         assert_eq!(batch.state, BatchState::Submitted);
         match completion.result {
             Ok(()) if completion.kind == ds_nvme::IoKind::WriteFua => {
@@ -509,7 +576,11 @@ impl CoreStore {
             .front()
             .is_some_and(|b| b.state == BatchState::Durable)
         {
-            let batch = member.batches.pop_front().expect("front batch");
+                        let batch = member.batches.pop_front().expect("front batch");
+            if batch.owned {
+                let op = batch.ops[0];
+                self.ops[op].as_mut().expect("live op").owned = Some(batch.buf);
+            }
             acked.extend(batch.ops);
         }
         for op in acked {
@@ -700,14 +771,28 @@ impl CoreStore {
             );
             return;
         }
-        let placement =
-            match member.place(disk_bytes, use_reserve, &mut self.seq_next, &mut self.bufs) {
-                Ok(placement) => placement,
-                Err(error) => {
-                    self.fail_write(op, error);
-                    return;
-                }
-            };
+                let owned = self.ops[op].as_mut().expect("live op").owned.take();
+        let direct = owned.is_some();
+        let placement = match member.place(
+            disk_bytes,
+            use_reserve,
+            direct,
+            &mut self.seq_next,
+            &mut self.bufs,
+        ) {
+            Ok(placement) => placement,
+            Err(error) => {
+                self.op_mut(op).owned = owned;
+                self.fail_write(op, error);
+                return;
+            }
+        };
+        if let Some(mut buf) = owned {
+            self.append_direct(op, slot, placement, disk_bytes, kind, meta, &mut buf);
+            let member = self.members[slot].as_mut().expect("member");
+            member.submit_direct(buf, placement.offset, disk_bytes as usize, op);
+            return;
+        }
         let lsn = self.lsn_next;
         self.lsn_next += 1;
         let head = member.segment_of(placement.offset);
@@ -754,6 +839,43 @@ impl CoreStore {
         if let Some(staged) = entry.staged.take() {
             self.bufs.give(staged);
         }
+    }
+
+        /// Writes the header into a zero-copy put's own buffer, which becomes a batch of one.
+    #[allow(clippy::too_many_arguments)]
+    fn append_direct(
+        &mut self,
+        op: usize,
+        slot: usize,
+        placement: crate::member::Placement,
+        disk_bytes: u64,
+        kind: RecordKind,
+        meta: ShardMeta,
+        buf: &mut DmaBuf,
+    ) {
+        let lsn = self.lsn_next;
+        self.lsn_next += 1;
+        let member = self.members[slot].as_mut().expect("member");
+        let head = member.segment_of(placement.offset);
+        let info = &mut member.segments[head as usize];
+        info.lsn_min = info.lsn_min.min(lsn);
+        let entry = self.ops[op].as_mut().expect("live op");
+        let data_bytes = entry.data_bytes;
+        let record = &mut buf.as_mut_slice()[..disk_bytes as usize];
+        let header = RecordHeader {
+            kind,
+            key: entry.key,
+            meta,
+            data_bytes: data_bytes as u32,
+            data_crc: crc32c::crc32c(&record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + data_bytes]),
+            segment_seq: placement.segment_seq,
+            lsn,
+            born_lsn: lsn,
+        };
+        header.encode(record);
+        record[RECORD_HEADER_BYTES + data_bytes..].fill(0);
+        entry.placed = Some(Loc::new(slot as u8, placement.offset, disk_bytes, false));
+        entry.stage = Stage::Placed;
     }
 
     /// The device with the most free space that takes writes.
@@ -825,7 +947,7 @@ impl CoreStore {
                 Outcome::Delete(Ok(existed))
             }
         };
-        self.emit(done.token, outcome);
+        self.events.push_back(Event { token: done.token, outcome, buf: done.owned });
     }
 
     pub(crate) fn fail_write(&mut self, op: usize, error: PutError) {
@@ -838,7 +960,10 @@ impl CoreStore {
             self.release(done.key);
         }
         match done.kind {
-            OpKind::Put { .. } => self.emit(done.token, Outcome::Put(Err(error))),
+                        OpKind::Put { .. } => {
+                let outcome = Outcome::Put(Err(error));
+                self.events.push_back(Event { token: done.token, outcome, buf: done.owned });
+            }
             OpKind::Delete { .. } => self.emit(done.token, Outcome::Delete(Err(error))),
             OpKind::Copy { .. } => {
                 tracing::warn!(key = %done.key, %error, "compaction copy failed");

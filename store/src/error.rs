@@ -20,9 +20,12 @@ pub enum PutError {
     },
     #[error("shard data of {bytes} bytes is over the limit of {max} bytes")]
     TooLarge { bytes: usize, max: usize },
-    /// Too many requests in flight on this core.
+        /// Too many requests in flight on this core.
     #[error("too many requests in flight")]
     Busy,
+    /// A zero-copy put's buffer cannot hold the record.
+    #[error("put buffer of {capacity} bytes is smaller than the {needed} bytes the record needs")]
+    BufferTooSmall { capacity: usize, needed: usize },
     #[error("device error: {0}")]
     Io(IoError),
     /// The device holding the previous version is being removed or has failed.

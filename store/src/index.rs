@@ -23,7 +23,7 @@
 //! - The delta holds the inserts since the last merge in an open-addressing table kept in
 //!   fingerprint order (see `delta.rs`), sized once per merge for 1/16 of the base at 80% load:
 //!   about 1.3 bytes per base entry.
-//! - A merge runs when the delta plus the dead marks reach 1/16 of the base (at least
+//! - A merge runs when the delta plus twice the dead marks reach 1/16 of the base (at least
 //!   [`DELTA_ENTRIES_MIN`]). It works in place: the delta sorts itself in its own table, the base
 //!   arrays grow with `reserve_exact` (a `realloc`, which moves a large block by remapping pages
 //!   rather than copying), a front-to-back pass squeezes out dead entries (and narrows the field
@@ -62,8 +62,13 @@ pub const DELTA_BASE_DIVISOR: usize = 16;
 pub const DELTA_ENTRIES_MIN: usize = 4096;
 /// Highest load of the delta table.
 pub const DELTA_LOAD_PERCENT_MAX: usize = 80;
+/// A dead mark counts as this many delta entries towards a merge.
+const DEAD_WEIGHT: usize = 2;
 
-const _: () = assert!(usize::BITS == 64, "bit offsets into the packed base need 64 bits");
+const _: () = assert!(
+    usize::BITS == 64,
+    "bit offsets into the packed base need 64 bits"
+);
 const _: () = assert!((BASE_ENTRIES_MAX / BUCKET_ENTRIES_MIN).ilog2() <= DIRECTORY_BITS_MAX);
 const _: () = assert!(DELTA_LOAD_PERCENT_MAX > 0 && DELTA_LOAD_PERCENT_MAX < 100);
 
@@ -107,7 +112,10 @@ impl Index {
 
     /// Adds an entry. The (fp, value) pair must not be present (debug_assert).
     pub fn insert(&mut self, fp: u64, value: u64) {
-        debug_assert!(!self.contains(fp, value), "({fp:#x}, {value:#x}) already in the index");
+        debug_assert!(
+            !self.contains(fp, value),
+            "({fp:#x}, {value:#x}) already in the index"
+        );
         if self.delta.room() == 0 {
             self.delta = Delta::with_room(self.merge_at);
         }
@@ -154,6 +162,9 @@ impl Index {
     /// order. All fingerprint bits are kept: there are no false positives beyond entries whose
     /// fingerprint is exactly `fp`.
     pub fn candidates(&self, fp: u64, out: &mut Vec<u64>) {
+        // The delta's probe and the base's (directory, then remainders, then values) each wait
+        // on memory: start the delta's first so that the two overlap.
+        self.delta.prefetch(fp);
         self.base.candidates(fp, out);
         self.delta.candidates(fp, out);
     }
@@ -178,11 +189,19 @@ impl Index {
     /// Every entry as (fingerprint, value): the base's in fingerprint order, then the delta's.
     /// The fingerprints are exact, so re-inserting these gives an index that answers the same.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.base.iter().chain(self.delta.iter().map(|entry| (entry.fp, entry.value)))
+        self.base
+            .iter()
+            .chain(self.delta.iter().map(|entry| (entry.fp, entry.value)))
+    }
+
+    /// A dead entry weighs double: it holds base memory and counts for nothing in `len`, so
+    /// this bounds the bytes per live entry just before a merge.
+    fn merge_due(&self) -> bool {
+        self.delta.len() + DEAD_WEIGHT * self.base.dead_count() >= self.merge_at
     }
 
     fn merge_if_due(&mut self) {
-        if self.delta.len() + self.base.dead_count() >= self.merge_at {
+        if self.merge_due() {
             self.merge();
         }
     }
@@ -201,7 +220,7 @@ impl Index {
     pub fn check(&self) {
         self.base.check();
         self.delta.check();
-        assert!(self.delta.len() + self.base.dead_count() < self.merge_at.max(1));
+        assert!(!self.merge_due());
         assert_eq!(self.iter().count(), self.len());
     }
 }

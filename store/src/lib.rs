@@ -28,10 +28,10 @@ pub mod segment;
 pub mod stats;
 pub mod superblock;
 
-pub use engine::{CoreStore, Event, GetDone, Outcome};
+pub use engine::{put_buffer_bytes, CoreStore, Event, GetDone, Outcome, PUT_DATA_OFFSET};
 pub use error::{CorruptReason, GetError, PutError};
 pub use key::ShardKey;
-pub use mount::{mount, FormatOptions, FormatPolicy, MountError};
+pub use mount::{mount, peek, FormatOptions, FormatPolicy, MountError};
 pub use record::{RecordHeader, RecordKind, ShardMeta};
 pub use recovery::{MountedDevice, OpenError, RecoveryReport};
 pub use scrub::{BadRecord, ScrubReport};

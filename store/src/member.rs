@@ -59,11 +59,14 @@ pub(crate) struct Batch {
     pub buf: DmaBuf,
     pub len: usize,
     /// Operations whose records are in this batch, in order.
-    pub ops: Vec<usize>,
+        pub ops: Vec<usize>,
     pub state: BatchState,
+    /// The buffer is a zero-copy put's own, handed back to it when acknowledged.
+    pub owned: bool,
 }
 
 /// Where a record was placed by [`Member::place`].
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Placement {
     pub offset: u64,
     pub segment_seq: u64,
@@ -162,10 +165,13 @@ impl Member {
     /// Finds room for a record of `disk_bytes` in the filling batch, opening a new segment or
     /// batch as needed; closed batches are submitted. `use_reserve` lets deletes and compaction
     /// use the segments held back from client writes.
+        /// With `direct`, the record does not go into the filling batch (which is submitted) but
+    /// becomes a batch of its own, submitted with [`Member::submit_direct`].
     pub fn place(
         &mut self,
         disk_bytes: u64,
         use_reserve: bool,
+        direct: bool,
         seq_next: &mut u64,
         bufs: &mut BufCache,
     ) -> Result<Placement, PutError> {
@@ -188,7 +194,15 @@ impl Member {
             }
             self.open_segment(free, seq_next, bufs);
         }
-        let head = self.head.expect("head segment");
+                let head = self.head.expect("head segment");
+        if direct {
+            // Records stay contiguous: whatever is filling goes out first.
+            self.close_filling(bufs);
+            let info = &mut self.segments[head as usize];
+            let offset = self.sb.segment_offset(self.partition, head) + info.written_bytes;
+            info.written_bytes += disk_bytes;
+            return Ok(Placement { offset, segment_seq: info.seq });
+        }
         let fits_batch = self.filling.as_ref().is_some_and(|batch| {
             batch.len == 0 || batch.len + disk_bytes as usize <= batch.buf.capacity()
         });
@@ -226,8 +240,9 @@ impl Member {
             offset,
             buf: bufs.take(BATCH_BYTES_MAX.max(first)),
             len: 0,
-            ops: Vec::new(),
+                        ops: Vec::new(),
             state: BatchState::Filling,
+            owned: false,
         }
     }
 
@@ -266,6 +281,33 @@ impl Member {
         };
         self.free_count -= 1;
         self.head = Some(segment);
+    }
+
+        /// Submits a zero-copy record placed with `direct` as a batch of its own.
+    pub fn submit_direct(&mut self, buf: DmaBuf, offset: u64, len: usize, op: usize) {
+        assert!(self.filling.is_none(), "direct records follow a closed batch");
+        let id = self.batch_next;
+        self.batch_next += 1;
+        let mut batch = Batch {
+            id,
+            segment: self.segment_of(offset),
+            offset,
+            buf: DmaBuf::new(0),
+            len,
+            ops: vec![op],
+            state: BatchState::Filling,
+            owned: true,
+        };
+        let request = if self.fua {
+            IoRequest::write_fua(buf, offset, len)
+        } else {
+            IoRequest::write(buf, offset, len)
+        };
+        batch.state = BatchState::Submitted;
+        self.bytes_written += len as u64;
+        self.bytes_since_checkpoint += len as u64;
+        self.batches.push_back(batch);
+        self.submit(request, token(Purpose::BatchWrite, self.slot, id));
     }
 
     /// Submits the filling batch, if it holds anything.

@@ -23,16 +23,19 @@ pub enum FormatPolicy {
 pub struct FormatOptions {
     /// Partitions to create: one per data core.
     pub partitions: usize,
-    pub segment_bytes: u64,
+        pub segment_bytes: u64,
     pub node_id: u128,
+    /// Record alignment; at least the device's logical block. `None`: the device's block.
+    pub block_bytes: Option<u32>,
 }
 
 impl FormatOptions {
     pub fn new(partitions: usize, node_id: u128) -> Self {
         Self {
             partitions,
-            segment_bytes: SEGMENT_BYTES_DEFAULT,
+                        segment_bytes: SEGMENT_BYTES_DEFAULT,
             node_id,
+            block_bytes: None,
         }
     }
 }
@@ -204,7 +207,7 @@ fn format(
     options: &FormatOptions,
 ) -> Result<Superblock, MountError> {
     let info = queue.info().clone();
-    let block = info.block_bytes.max(512);
+        let block = options.block_bytes.unwrap_or(info.block_bytes).max(info.block_bytes).max(512);
     let sb = Superblock::layout(
         info.size_bytes,
         block,

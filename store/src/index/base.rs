@@ -27,7 +27,10 @@ pub(super) struct Base {
 /// bucket on average, so a bucket holds 8 to 16 of them and the directory costs 0.25 to 0.5
 /// bytes per entry.
 pub(super) fn bits_for(entries: usize) -> u32 {
-    (entries / BUCKET_ENTRIES_MIN).max(1).ilog2().min(DIRECTORY_BITS_MAX)
+    (entries / BUCKET_ENTRIES_MIN)
+        .max(1)
+        .ilog2()
+        .min(DIRECTORY_BITS_MAX)
 }
 
 fn width(bits: u32) -> u32 {
@@ -59,14 +62,11 @@ impl Base {
     pub fn reserve(&mut self, entries: usize) {
         assert!(entries <= BASE_ENTRIES_MAX);
         self.reserved = entries;
-        self.values.reserve_exact(entries.saturating_sub(self.values.len()));
+        self.values
+            .reserve_exact(entries.saturating_sub(self.values.len()));
         let words = words_for(entries, width(bits_for(entries)));
-        self.rems.reserve_exact(words.saturating_sub(self.rems.len()));
-    }
-
-    /// Entries including dead ones.
-    pub fn slots(&self) -> usize {
-        self.values.len()
+        self.rems
+            .reserve_exact(words.saturating_sub(self.rems.len()));
     }
 
     pub fn live(&self) -> usize {
@@ -95,7 +95,8 @@ impl Base {
         let bucket = bucket_of(fp, self.bits);
         let width = width(self.bits);
         let rem = fp & packed::mask(width);
-        for index in self.dir[bucket] as usize..self.dir[bucket + 1] as usize {
+        let (start, end) = (self.dir[bucket] as usize, self.dir[bucket + 1] as usize);
+        for index in start..end {
             let here = packed::get(&self.rems, width, index);
             if here == rem {
                 if !self.is_dead(index) && found(index) {
@@ -161,7 +162,10 @@ impl Base {
     pub fn merge(&mut self, delta: &[Entry]) {
         debug_assert!(delta.windows(2).all(|pair| pair[0].fp <= pair[1].fp));
         let total = self.live() + delta.len();
-        assert!(total <= BASE_ENTRIES_MAX, "index over {BASE_ENTRIES_MAX} entries");
+        assert!(
+            total <= BASE_ENTRIES_MAX,
+            "index over {BASE_ENTRIES_MAX} entries"
+        );
         let bits = bits_for(total);
         // A narrower field fits front to back and a wider one back to front: first squeeze out
         // the dead and narrow if needed, then merge and widen if needed.
@@ -180,6 +184,10 @@ impl Base {
     /// Front to back: drops dead entries and re-encodes for `bits >= self.bits` directory bits.
     fn compact(&mut self, bits: u32) {
         assert!(bits >= self.bits);
+        if bits == self.bits {
+            self.compact_moving_runs();
+            return;
+        }
         let (from, to) = (width(self.bits), width(bits));
         let mut dir = new_dir(bits);
         let mut bucket = 0;
@@ -218,6 +226,10 @@ impl Base {
         let words = self.rems.len().max(words_for(total, to));
         self.rems.reserve_exact(words - self.rems.len());
         self.rems.resize(words, 0);
+        if bits == self.bits {
+            self.merge_back_moving_runs(delta, old);
+            return;
+        }
         let mut dir = new_dir(bits);
 
         // Reads old entry `index` (counting down) as a full fingerprint.
@@ -258,11 +270,98 @@ impl Base {
         self.dir = prefix_sums(dir);
     }
 
+    /// `compact` when the encoding stays: the live entries between two dead ones move down as one
+    /// run, and the directory is updated in place.
+    fn compact_moving_runs(&mut self) {
+        let width = width(self.bits) as usize;
+        let mut kept = 0; // entries [0, kept) are final
+        let mut next = 0; // first old entry not yet moved or dropped
+        for word in 0..self.dead.len() {
+            let mut bits = self.dead[word];
+            while bits != 0 {
+                let dead = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if kept != next {
+                    self.values.copy_within(next..dead, kept);
+                    let len = (dead - next) * width;
+                    packed::copy_bits_down(&mut self.rems, next * width, kept * width, len);
+                }
+                kept += dead - next;
+                next = dead + 1;
+            }
+        }
+        let len = self.values.len();
+        if kept != next {
+            self.values.copy_within(next..len, kept);
+            let bits = (len - next) * width;
+            packed::copy_bits_down(&mut self.rems, next * width, kept * width, bits);
+        }
+        kept += len - next;
+        assert_eq!(kept, len - self.dead_count);
+        // Each bucket now starts earlier by the dead entries before it.
+        let mut counted_words = 0; // dead words wholly counted in `below`
+        let mut below = 0;
+        for start in self.dir.iter_mut() {
+            let at = *start as usize;
+            while counted_words < at / 64 {
+                below += self.dead[counted_words].count_ones() as usize;
+                counted_words += 1;
+            }
+            let partial = match self.dead.get(at / 64) {
+                Some(&word) => (word & ((1 << (at % 64)) - 1)).count_ones(),
+                None => 0,
+            };
+            *start -= (below + partial as usize) as u32;
+        }
+        self.values.truncate(kept);
+        self.rems.truncate(words_for(kept, width as u32));
+        self.dead = Vec::new();
+        self.dead_count = 0;
+    }
+
+    /// `merge_back` when the encoding stays: the old entries between two delta entries move as
+    /// one run (a `memmove` of values and of bits), and the directory is updated in place.
+    fn merge_back_moving_runs(&mut self, delta: &[Entry], old: usize) {
+        let width = width(self.bits);
+        let mut unmoved = old; // old entries [0, unmoved) are still where they were
+        for (pending, entry) in delta.iter().enumerate().rev() {
+            // The entry goes after the old ones that sort before it or tie with it.
+            let bucket = bucket_of(entry.fp, self.bits);
+            let rem = entry.fp & packed::mask(width);
+            let end = (self.dir[bucket + 1] as usize).min(unmoved);
+            let mut at = self.dir[bucket] as usize;
+            while at < end && packed::get(&self.rems, width, at) <= rem {
+                at += 1;
+            }
+            // Slots [unmoved, unmoved + pending] are free: the run moves up by pending + 1.
+            let shift = pending + 1;
+            self.values.copy_within(at..unmoved, at + shift);
+            packed::copy_bits_up(
+                &mut self.rems,
+                at * width as usize,
+                (at + shift) * width as usize,
+                (unmoved - at) * width as usize,
+            );
+            self.values[at + pending] = entry.value;
+            packed::set(&mut self.rems, width, at + pending, rem);
+            unmoved = at;
+        }
+        // Each bucket now starts after the delta entries of the buckets before it.
+        let mut before = 0;
+        for (bucket, start) in self.dir.iter_mut().enumerate() {
+            while before < delta.len() && bucket_of(delta[before].fp, self.bits) < bucket {
+                before += 1;
+            }
+            *start += before as u32;
+        }
+    }
+
     /// Gives back what the merge no longer needs: capacity follows length (or the reservation).
     fn trim(&mut self) {
         let words = words_for(self.values.len(), width(self.bits));
         self.rems.truncate(words);
-        self.rems.shrink_to(words.max(words_for(self.reserved, width(bits_for(self.reserved)))));
+        self.rems
+            .shrink_to(words.max(words_for(self.reserved, width(bits_for(self.reserved)))));
         self.values.shrink_to(self.values.len().max(self.reserved));
     }
 
@@ -290,7 +389,11 @@ impl Base {
             while self.dir[bucket + 1] as usize <= index {
                 bucket += 1;
             }
-            let fp = join(bucket, packed::get(&self.rems, width(self.bits), index), self.bits);
+            let fp = join(
+                bucket,
+                packed::get(&self.rems, width(self.bits), index),
+                self.bits,
+            );
             assert!(fp >= last, "base out of order at {index}");
             assert_eq!(bucket_of(fp, self.bits), bucket);
             last = fp;

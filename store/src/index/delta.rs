@@ -8,6 +8,7 @@
 //!
 //! The table never grows: the index sizes it for the entries it may take before the next merge.
 
+use super::packed;
 use super::DELTA_LOAD_PERCENT_MAX;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,7 +30,12 @@ pub(super) struct Delta {
 impl Delta {
     /// No room: the first insert must replace it by one with room.
     pub fn empty() -> Self {
-        Self { slots: Vec::new(), occupied: Vec::new(), len: 0, room: 0 }
+        Self {
+            slots: Vec::new(),
+            occupied: Vec::new(),
+            len: 0,
+            room: 0,
+        }
     }
 
     pub fn with_room(room: usize) -> Self {
@@ -129,6 +135,13 @@ impl Delta {
         }
     }
 
+    #[inline]
+    pub fn prefetch(&self, fp: u64) {
+        if self.len > 0 {
+            packed::prefetch(&self.slots, self.home(fp));
+        }
+    }
+
     pub fn candidates(&self, fp: u64, out: &mut Vec<u64>) {
         self.probe(fp, |slot| {
             out.push(self.slots[slot].value);
@@ -153,7 +166,10 @@ impl Delta {
     }
 
     pub fn insert(&mut self, entry: Entry) {
-        assert!(self.len < self.room, "delta full: the index merges before this");
+        assert!(
+            self.len < self.room,
+            "delta full: the index merges before this"
+        );
         let mut slot = self.home(entry.fp);
         let mut distance = 0;
         // Find where the entry belongs in its run: before the first entry that sorts after it.
@@ -175,7 +191,11 @@ impl Delta {
         self.set_occupied(empty, true);
         let mut to = empty;
         while to != slot {
-            let from = if to == 0 { self.slots.len() - 1 } else { to - 1 };
+            let from = if to == 0 {
+                self.slots.len() - 1
+            } else {
+                to - 1
+            };
             self.slots[to] = self.slots[from];
             to = from;
         }
@@ -199,7 +219,9 @@ impl Delta {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
-        (0..self.slots.len()).filter(|&slot| self.is_occupied(slot)).map(|slot| self.slots[slot])
+        (0..self.slots.len())
+            .filter(|&slot| self.is_occupied(slot))
+            .map(|slot| self.slots[slot])
     }
 
     /// Every entry sorted by fingerprint, in the table's own memory (no second buffer).
@@ -248,7 +270,11 @@ impl Delta {
                 assert!(self.displacement(next) <= self.displacement(slot) + 1);
             }
             let entry = self.slots[slot];
-            assert_eq!(self.find(entry.fp, entry.value), Some(slot), "slot {slot} unreachable");
+            assert_eq!(
+                self.find(entry.fp, entry.value),
+                Some(slot),
+                "slot {slot} unreachable"
+            );
         }
         assert_eq!(count, self.len);
         assert!(self.len <= self.room);
@@ -270,7 +296,10 @@ mod tests {
         let mut delta = Delta::with_room(8);
         // Fingerprints whose home is the last slot, so their run wraps to the start.
         let entries: Vec<Entry> = (0..6)
-            .map(|i| Entry { fp: u64::MAX - i * 3, value: i })
+            .map(|i| Entry {
+                fp: u64::MAX - i * 3,
+                value: i,
+            })
             .chain([Entry { fp: 5, value: 100 }, Entry { fp: 5, value: 101 }])
             .collect();
         for &entry in &entries {
@@ -304,7 +333,9 @@ mod tests {
         let mut delta = Delta::with_room(room);
         let mut x = 1u64;
         for value in 0..room as u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             delta.insert(Entry { fp: x, value });
         }
         delta.check();

@@ -20,8 +20,12 @@ impl Model {
     }
 
     fn remove(&mut self, fp: u64, value: u64) -> bool {
-        let Some(values) = self.map.get_mut(&fp) else { return false };
-        let Some(at) = values.iter().position(|&v| v == value) else { return false };
+        let Some(values) = self.map.get_mut(&fp) else {
+            return false;
+        };
+        let Some(at) = values.iter().position(|&v| v == value) else {
+            return false;
+        };
         values.remove(at);
         if values.is_empty() {
             self.map.remove(&fp);
@@ -31,8 +35,12 @@ impl Model {
     }
 
     fn replace(&mut self, fp: u64, old: u64, new: u64) -> bool {
-        let Some(values) = self.map.get_mut(&fp) else { return false };
-        let Some(at) = values.iter().position(|&v| v == old) else { return false };
+        let Some(values) = self.map.get_mut(&fp) else {
+            return false;
+        };
+        let Some(at) = values.iter().position(|&v| v == old) else {
+            return false;
+        };
         values[at] = new;
         true
     }
@@ -79,8 +87,11 @@ fn assert_same(index: &Index, model: &Model, probes: &[u64]) {
         assert_eq!(candidates(index, fp), expected, "fp {fp:#x}");
         assert_eq!(candidates(&rebuilt, fp), expected, "rebuilt, fp {fp:#x}");
     }
-    let mut expected: Vec<(u64, u64)> =
-        model.map.iter().flat_map(|(&fp, values)| values.iter().map(move |&v| (fp, v))).collect();
+    let mut expected: Vec<(u64, u64)> = model
+        .map
+        .iter()
+        .flat_map(|(&fp, values)| values.iter().map(move |&v| (fp, v)))
+        .collect();
     entries.sort_unstable();
     expected.sort_unstable();
     assert_eq!(entries, expected);
@@ -102,7 +113,12 @@ enum Op {
 /// both ends of the range (the delta's wrap-around), or are spread over the whole range.
 fn fingerprint(wide: bool) -> BoxedStrategy<u64> {
     if wide {
-        prop_oneof![any::<u64>(), (0..4u64), (0..4u64).prop_map(|i| u64::MAX - i)].boxed()
+        prop_oneof![
+            any::<u64>(),
+            (0..4u64),
+            (0..4u64).prop_map(|i| u64::MAX - i)
+        ]
+        .boxed()
     } else {
         prop_oneof![
             0..8u64,
@@ -165,7 +181,10 @@ fn run(ops: &[Op], delta_entries_min: usize) {
                     let new = fresh();
                     assert!(model.replace(fp, old, new));
                     assert!(index.replace(fp, old, new), "step {step}");
-                    assert!(!index.replace(fp, old, new), "step {step}: old value still there");
+                    assert!(
+                        !index.replace(fp, old, fresh()),
+                        "step {step}: old value still there"
+                    );
                 }
             }
             Op::ReplaceAbsent(fp, value) => {
@@ -173,7 +192,11 @@ fn run(ops: &[Op], delta_entries_min: usize) {
                 assert!(!index.replace(fp, value, fresh()), "step {step}");
             }
             Op::Candidates(fp) => {
-                assert_eq!(candidates(&index, fp), model.sorted(fp), "step {step} fp {fp:#x}");
+                assert_eq!(
+                    candidates(&index, fp),
+                    model.sorted(fp),
+                    "step {step} fp {fp:#x}"
+                );
                 probes.push(fp);
             }
             Op::Merge => index.merge(),
@@ -258,7 +281,9 @@ fn grows_and_shrinks_across_merges() {
     for (target, removal_percent) in [(100_000, 0), (3_000, 97), (60_000, 20), (0, 100)] {
         while live.len() < target {
             // Clustered fingerprints now and then, so some buckets overflow their share.
-            let fp = if rng.gen_bool(0.1) { rng.gen::<u64>() & 0xff00_0000_0000_00ff } else {
+            let fp = if rng.gen_bool(0.1) {
+                rng.gen::<u64>() & 0xff00_0000_0000_00ff
+            } else {
                 rng.gen()
             };
             value += 1;
@@ -285,7 +310,11 @@ fn grows_and_shrinks_across_merges() {
     }
     assert!(index.is_empty());
     index.merge();
-    assert!(index.heap_bytes() < 1 << 20, "{} bytes left", index.heap_bytes());
+    assert!(
+        index.heap_bytes() < 1 << 20,
+        "{} bytes left",
+        index.heap_bytes()
+    );
 }
 
 /// With full-width random fingerprints no false positive shows up at 1M entries (all 64 bits
