@@ -64,7 +64,8 @@ impl LocalStore {
                 FormatOptions {
                     partitions: sb.partitions.len(),
                     segment_bytes: sb.segment_bytes,
-                    node_id: sb.node_id, block_bytes: None,
+                    node_id: sb.node_id,
+                    block_bytes: None,
                 }
             }
         };

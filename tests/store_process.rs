@@ -234,7 +234,8 @@ fn a_full_file_device_says_no_space_and_stays_usable() {
         format: Some(FormatOptions {
             partitions: 1,
             segment_bytes: 1 << 20,
-            node_id: 5, block_bytes: None,
+            node_id: 5,
+            block_bytes: None,
         }),
         sqpoll: false,
     })

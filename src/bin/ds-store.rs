@@ -136,7 +136,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 format: Some(FormatOptions {
                     partitions: *cores,
                     segment_bytes,
-                    node_id, block_bytes: None,
+                    node_id,
+                    block_bytes: None,
                 }),
                 sqpoll: false,
             })?;

@@ -40,7 +40,7 @@ pub struct BenchArgs {
     /// For reads: bytes of shards written first (default: half the device).
     #[arg(long)]
     pub fill: Option<String>,
-        /// Record alignment in bytes (512 or 4096); default: the device's logical block.
+    /// Record alignment in bytes (512 or 4096); default: the device's logical block.
     #[arg(long)]
     pub block: Option<u32>,
     /// Use io_uring SQPOLL.
@@ -55,7 +55,7 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
         paths: devices.to_vec(),
         create_bytes: Some(crate::cli::parse_size(&args.create)?),
         policy: FormatPolicy::Always,
-                format: Some(FormatOptions {
+        format: Some(FormatOptions {
             block_bytes: args.block,
             ..FormatOptions::new(1, rand::random())
         }),
@@ -194,7 +194,7 @@ fn drive(
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut started: HashMap<u64, Instant> = HashMap::new();
     let mut events: Vec<Event> = Vec::new();
-        let mut issued = 0u64;
+    let mut issued = 0u64;
     let mut done = 0u64;
     let mut spare: Vec<ds_nvme::DmaBuf> = Vec::new();
     loop {
@@ -207,7 +207,7 @@ fn drive(
                 object_bytes: data.len() as u64,
             };
             match make(issued) {
-                                // Zero copy, as a network layer receiving into the record buffer would.
+                // Zero copy, as a network layer receiving into the record buffer would.
                 Request::Put(key) => {
                     let buf = spare.pop().unwrap_or_else(|| {
                         let mut buf = core.put_buffer(data.len());
@@ -226,7 +226,7 @@ fn drive(
             return Ok((done, histogram));
         }
         core.poll(&mut events);
-                for mut event in events.drain(..) {
+        for mut event in events.drain(..) {
             if let Some(buf) = event.buf.take() {
                 spare.push(buf);
             }

@@ -35,6 +35,16 @@ impl CoreStore {
         }
     }
 
+    /// [`CoreStore::submit_repair`], blocking.
+    pub fn repair(&mut self, key: ShardKey, meta: ShardMeta, data: &[u8]) -> Result<(), PutError> {
+        let token = self.private_token();
+        self.submit_repair(key, meta, data, token);
+        match self.wait_for(token) {
+            Outcome::Put(result) => result,
+            other => panic!("repair completed as {other:?}"),
+        }
+    }
+
     pub fn delete(&mut self, key: ShardKey, version: u64) -> Result<bool, PutError> {
         let token = self.private_token();
         self.submit_delete(key, version, token);

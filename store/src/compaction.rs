@@ -179,7 +179,8 @@ impl CoreStore {
         let mut candidates = Vec::new();
         let mut dropped = Vec::new();
         let mut corrupt = 0u64;
-        scan(buf.as_slice(), seq, block, block, |item| {
+        let tag = member.sb.device_uuid as u64;
+        scan(buf.as_slice(), seq, tag, block, block, |item| {
             let ScanItem::Record {
                 offset,
                 header,

@@ -24,6 +24,9 @@ use crate::record::{record_disk_bytes, RecordHeader, RecordKind, ShardMeta};
 use crate::segment::SegmentState;
 use crate::stats::StoreStats;
 
+/// Re-reads of a candidate whose header fails its checks, before it counts as corrupt.
+const READ_RETRIES_MAX: u8 = 1;
+
 /// Where the data goes in a [`CoreStore::submit_put_buf`] buffer: after the record header.
 pub const PUT_DATA_OFFSET: usize = RECORD_HEADER_BYTES;
 
@@ -66,8 +69,10 @@ impl GetDone {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum OpKind {
+    /// `repair`: may replace a record of the key whose header cannot be read.
     Put {
         meta: ShardMeta,
+        repair: bool,
     },
     Delete {
         version: u64,
@@ -103,11 +108,15 @@ pub(crate) struct Op {
     /// The buffer of a get whose record matched.
     pub got: Option<DmaBuf>,
     /// Put data kept while the op waits or resolves.
-        pub staged: Option<DmaBuf>,
+    pub staged: Option<DmaBuf>,
     /// The caller's record buffer of a zero-copy put: data at [`PUT_DATA_OFFSET`].
     pub owned: Option<DmaBuf>,
     pub data_bytes: usize,
     pub placed: Option<Loc>,
+    /// The index entry the write replaces, decided when its candidates are resolved.
+    pub replaces: Option<Loc>,
+    /// Re-reads after an unreadable header.
+    pub retries: u8,
 }
 
 /// What an outstanding read is for.
@@ -230,10 +239,18 @@ impl CoreStore {
             self.emit(token, Outcome::Put(Err(error)));
             return;
         }
-        self.submit_write(key, OpKind::Put { meta }, data, token);
+        self.submit_write(
+            key,
+            OpKind::Put {
+                meta,
+                repair: false,
+            },
+            data,
+            token,
+        );
     }
 
-        /// A buffer for [`CoreStore::submit_put_buf`] with room for `data_bytes` of data at
+    /// A buffer for [`CoreStore::submit_put_buf`] with room for `data_bytes` of data at
     /// [`PUT_DATA_OFFSET`].
     pub fn put_buffer(&mut self, data_bytes: usize) -> DmaBuf {
         self.bufs.take(put_buffer_bytes(data_bytes))
@@ -251,7 +268,10 @@ impl CoreStore {
         token: u64,
     ) {
         let error = if data_bytes > RECORD_DATA_BYTES_MAX {
-            Some(PutError::TooLarge { bytes: data_bytes, max: RECORD_DATA_BYTES_MAX })
+            Some(PutError::TooLarge {
+                bytes: data_bytes,
+                max: RECORD_DATA_BYTES_MAX,
+            })
         } else if buf.capacity() < put_buffer_bytes(data_bytes) {
             Some(PutError::BufferTooSmall {
                 capacity: buf.capacity(),
@@ -261,12 +281,27 @@ impl CoreStore {
             None
         };
         if let Some(error) = error {
-            self.events.push_back(Event { token, outcome: Outcome::Put(Err(error)), buf: Some(buf) });
+            self.events.push_back(Event {
+                token,
+                outcome: Outcome::Put(Err(error)),
+                buf: Some(buf),
+            });
             return;
         }
-        let Some(op) = self.new_op(token, key, OpKind::Put { meta }) else {
+        let Some(op) = self.new_op(
+            token,
+            key,
+            OpKind::Put {
+                meta,
+                repair: false,
+            },
+        ) else {
             let outcome = Outcome::Put(Err(PutError::Busy));
-            self.events.push_back(Event { token, outcome, buf: Some(buf) });
+            self.events.push_back(Event {
+                token,
+                outcome,
+                buf: Some(buf),
+            });
             return;
         };
         let entry = self.op_mut(op);
@@ -278,6 +313,20 @@ impl CoreStore {
             return;
         }
         self.start(op, None);
+    }
+
+    /// A put that may replace a record of `key` whose header cannot be read (the cluster's
+    /// repair, after rebuilding the shard from the others of its stripe).
+    pub fn submit_repair(&mut self, key: ShardKey, meta: ShardMeta, data: &[u8], token: u64) {
+        if data.len() > RECORD_DATA_BYTES_MAX {
+            let error = PutError::TooLarge {
+                bytes: data.len(),
+                max: RECORD_DATA_BYTES_MAX,
+            };
+            self.emit(token, Outcome::Put(Err(error)));
+            return;
+        }
+        self.submit_write(key, OpKind::Put { meta, repair: true }, data, token);
     }
 
     /// Records that `key` is deleted as of `version`.
@@ -346,10 +395,12 @@ impl CoreStore {
             corrupt: None,
             read_error: None,
             got: None,
-                        staged: None,
+            staged: None,
             owned: None,
             data_bytes: 0,
             placed: None,
+            replaces: None,
+            retries: 0,
         };
         Some(match self.free_ops.pop() {
             Some(slot) => {
@@ -390,7 +441,11 @@ impl CoreStore {
     }
 
     pub(crate) fn emit(&mut self, token: u64, outcome: Outcome) {
-                self.events.push_back(Event { token, outcome, buf: None });
+        self.events.push_back(Event {
+            token,
+            outcome,
+            buf: None,
+        });
     }
 
     /// Starts a write whose key is free: lock it, then resolve or append at once.
@@ -523,7 +578,7 @@ impl CoreStore {
     }
 
     fn handle_batch_written(&mut self, slot: u8, id: u64, completion: Completion) {
-                let member = self.members[usize::from(slot)].as_mut().expect("member");
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
         let Some(batch) = member.batches.iter_mut().find(|b| b.id == id) else {
             // Failed together with an earlier batch; its ops are already told.
             if let Some(buf) = completion.buf {
@@ -576,7 +631,10 @@ impl CoreStore {
             .front()
             .is_some_and(|b| b.state == BatchState::Durable)
         {
-                        let batch = member.batches.pop_front().expect("front batch");
+            let batch = member.batches.pop_front().expect("front batch");
+            if batch.header {
+                member.header_durable(batch.segment);
+            }
             if batch.owned {
                 let op = batch.ops[0];
                 self.ops[op].as_mut().expect("live op").owned = Some(batch.buf);
@@ -636,6 +694,24 @@ impl CoreStore {
                 self.bufs.give(buf);
             }
             Ok(()) => match RecordHeader::decode(buf.as_slice()) {
+                Err(_) if self.op(op).retries < READ_RETRIES_MAX => {
+                    // A flipped bit on the way may be transient: read once more before deciding.
+                    self.bufs.give(buf);
+                    self.op_mut(op).retries += 1;
+                    self.op_mut(op).reads_pending -= 1;
+                    let len = if is_get && !loc.is_tombstone() {
+                        loc.len()
+                    } else {
+                        u64::from(
+                            self.members[usize::from(slot)]
+                                .as_ref()
+                                .expect("member")
+                                .block_bytes(),
+                        )
+                    };
+                    self.submit_read(op, loc, len);
+                    return;
+                }
                 Err(error) => {
                     self.stats.corrupt_reads += 1;
                     self.op_mut(op).corrupt = Some((loc, CorruptReason::Header(error)));
@@ -655,7 +731,20 @@ impl CoreStore {
                         self.bufs.give(buf);
                     } else {
                         let entry = self.op_mut(op);
-                        assert!(entry.matched.is_none(), "two index entries for key {key}");
+                        let newer = entry.matched.is_none_or(|(_, seen)| {
+                            (header.meta.version, header.lsn) > (seen.meta.version, seen.lsn)
+                        });
+                        if entry.matched.is_some() {
+                            tracing::error!(%key, "two index entries for one key; the newer wins");
+                        }
+                        if !newer {
+                            self.bufs.give(buf);
+                            return self.candidate_done(op, is_get);
+                        }
+                        if let Some(old) = entry.got.take() {
+                            self.bufs.give(old);
+                        }
+                        let entry = self.op_mut(op);
                         entry.matched = Some((loc, header));
                         if is_get {
                             entry.got = Some(buf);
@@ -666,6 +755,10 @@ impl CoreStore {
                 }
             },
         }
+        self.candidate_done(op, is_get);
+    }
+
+    fn candidate_done(&mut self, op: usize, is_get: bool) {
         let entry = self.op_mut(op);
         entry.reads_pending -= 1;
         if entry.reads_pending > 0 {
@@ -713,10 +806,28 @@ impl CoreStore {
             return;
         }
         let offered = match entry.kind {
-            OpKind::Put { meta } => meta.version,
+            OpKind::Put { meta, .. } => meta.version,
             OpKind::Delete { version } => version,
             OpKind::Get | OpKind::Copy { .. } => unreachable!("only puts and deletes resolve"),
         };
+        // A candidate whose header stays unreadable may be this key's record, at a version
+        // nobody can know: only a repair (which rebuilt the shard elsewhere) may replace it.
+        if let (None, Some((loc, _))) = (entry.matched, entry.corrupt) {
+            if !matches!(entry.kind, OpKind::Put { repair: true, .. }) {
+                let error = PutError::Unreadable {
+                    device: loc.device(),
+                    offset: loc.offset(),
+                };
+                self.fail_write(op, error);
+                return;
+            }
+        }
+        let replaces = entry
+            .matched
+            .map(|(loc, _)| loc)
+            .or(entry.corrupt.map(|(loc, _)| loc));
+        self.op_mut(op).replaces = replaces;
+        let entry = self.op(op);
         if let Some((_, header)) = entry.matched {
             if header.meta.version >= offered {
                 let error = PutError::Stale {
@@ -733,9 +844,23 @@ impl CoreStore {
 
     /// Copies the op's record into a batch of the device with the most free space.
     pub(crate) fn append(&mut self, op: usize, data: Option<&[u8]>) {
+        if let OpKind::Copy { old, .. } = self.op(op).kind {
+            // Rewritten or deleted since compaction walked it: a copy now would put an old
+            // version with a new lsn on disk, which tombstone dropping must never meet.
+            let fp = self.op(op).fp;
+            self.index.candidates(fp, &mut self.candidates);
+            let live = self.candidates.contains(&old.bits());
+            self.candidates.clear();
+            if !live {
+                let done = self.free_op(op);
+                self.release(done.key);
+                self.copy_done();
+                return;
+            }
+        }
         let entry = self.op(op);
         let (kind, meta, born) = match entry.kind {
-            OpKind::Put { meta } => (RecordKind::Shard, meta, None),
+            OpKind::Put { meta, .. } => (RecordKind::Shard, meta, None),
             OpKind::Delete { version } => (
                 RecordKind::Tombstone,
                 ShardMeta {
@@ -758,6 +883,7 @@ impl CoreStore {
             return;
         };
         let member = self.members[slot].as_mut().expect("member");
+        let member_tag = member.sb.device_uuid as u64;
         let block = member.block_bytes();
         let disk_bytes = record_disk_bytes(data_bytes, block);
         if disk_bytes + u64::from(block) > member.segment_bytes() {
@@ -771,7 +897,7 @@ impl CoreStore {
             );
             return;
         }
-                let owned = self.ops[op].as_mut().expect("live op").owned.take();
+        let owned = self.ops[op].as_mut().expect("live op").owned.take();
         let direct = owned.is_some();
         let placement = match member.place(
             disk_bytes,
@@ -822,6 +948,7 @@ impl CoreStore {
             segment_seq: placement.segment_seq,
             lsn,
             born_lsn: born.unwrap_or(lsn),
+            device_tag: member_tag,
         };
         header.encode(record);
         record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + data_bytes].copy_from_slice(source);
@@ -841,7 +968,7 @@ impl CoreStore {
         }
     }
 
-        /// Writes the header into a zero-copy put's own buffer, which becomes a batch of one.
+    /// Writes the header into a zero-copy put's own buffer, which becomes a batch of one.
     #[allow(clippy::too_many_arguments)]
     fn append_direct(
         &mut self,
@@ -856,6 +983,7 @@ impl CoreStore {
         let lsn = self.lsn_next;
         self.lsn_next += 1;
         let member = self.members[slot].as_mut().expect("member");
+        let member_tag = member.sb.device_uuid as u64;
         let head = member.segment_of(placement.offset);
         let info = &mut member.segments[head as usize];
         info.lsn_min = info.lsn_min.min(lsn);
@@ -867,10 +995,13 @@ impl CoreStore {
             key: entry.key,
             meta,
             data_bytes: data_bytes as u32,
-            data_crc: crc32c::crc32c(&record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + data_bytes]),
+            data_crc: crc32c::crc32c(
+                &record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + data_bytes],
+            ),
             segment_seq: placement.segment_seq,
             lsn,
             born_lsn: lsn,
+            device_tag: member_tag,
         };
         header.encode(record);
         record[RECORD_HEADER_BYTES + data_bytes..].fill(0);
@@ -920,8 +1051,8 @@ impl CoreStore {
             OpKind::Put { .. } | OpKind::Delete { .. } => {}
             OpKind::Get => unreachable!("gets are not written"),
         }
-        match done.matched {
-            Some((old, _)) => {
+        match done.replaces {
+            Some(old) => {
                 let replaced = self.index.replace(fp, old.bits(), new.bits());
                 assert!(
                     replaced,
@@ -947,7 +1078,11 @@ impl CoreStore {
                 Outcome::Delete(Ok(existed))
             }
         };
-        self.events.push_back(Event { token: done.token, outcome, buf: done.owned });
+        self.events.push_back(Event {
+            token: done.token,
+            outcome,
+            buf: done.owned,
+        });
     }
 
     pub(crate) fn fail_write(&mut self, op: usize, error: PutError) {
@@ -960,9 +1095,13 @@ impl CoreStore {
             self.release(done.key);
         }
         match done.kind {
-                        OpKind::Put { .. } => {
+            OpKind::Put { .. } => {
                 let outcome = Outcome::Put(Err(error));
-                self.events.push_back(Event { token: done.token, outcome, buf: done.owned });
+                self.events.push_back(Event {
+                    token: done.token,
+                    outcome,
+                    buf: done.owned,
+                });
             }
             OpKind::Delete { .. } => self.emit(done.token, Outcome::Delete(Err(error))),
             OpKind::Copy { .. } => {

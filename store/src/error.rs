@@ -20,9 +20,13 @@ pub enum PutError {
     },
     #[error("shard data of {bytes} bytes is over the limit of {max} bytes")]
     TooLarge { bytes: usize, max: usize },
-        /// Too many requests in flight on this core.
+    /// Too many requests in flight on this core.
     #[error("too many requests in flight")]
     Busy,
+    /// A record behind the key's fingerprint cannot be read, so whether the write is newer
+    /// cannot be known; only a repair write may replace it.
+    #[error("an unreadable record (device {device}, offset {offset}) may hold this shard; it needs repair")]
+    Unreadable { device: u8, offset: u64 },
     /// A zero-copy put's buffer cannot hold the record.
     #[error("put buffer of {capacity} bytes is smaller than the {needed} bytes the record needs")]
     BufferTooSmall { capacity: usize, needed: usize },

@@ -20,7 +20,7 @@ impl ShardKey {
     }
 
     /// A well-mixed 64-bit hash. Object ids are random, but stripes and shards are not, so all
-    /// three are mixed (two rounds of a 64-bit finaliser, as in splitmix64).
+    /// three are mixed, one splitmix64 finaliser round per input word.
     pub fn fingerprint(&self) -> u64 {
         let low = self.object as u64;
         let high = (self.object >> 64) as u64;

@@ -13,7 +13,6 @@ pub mod checkpoint;
 mod compaction;
 pub mod engine;
 pub mod error;
-#[path = "/tmp/ds/index_tmp.rs"]
 pub mod index;
 pub mod key;
 pub mod limits;

@@ -8,6 +8,8 @@ pub const SECTOR_BYTES: u64 = 512;
 const OFFSET_BITS: u32 = 40;
 const LENGTH_BITS: u32 = 15;
 const DEVICE_BITS: u32 = 8;
+/// Largest device a location can address.
+pub const LOC_DEVICE_BYTES_MAX: u64 = (1 << OFFSET_BITS) * SECTOR_BYTES;
 /// Largest record a location can describe.
 pub const LOC_RECORD_BYTES_MAX: u64 = ((1 << LENGTH_BITS) - 1) * SECTOR_BYTES;
 

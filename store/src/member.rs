@@ -44,6 +44,8 @@ pub(crate) fn untoken(token: u64) -> (Option<Purpose>, u8, u64) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BatchState {
     Filling,
+    /// Closed, waiting for its segment's header to be durable before it may be written.
+    Held,
     Submitted,
     Written,
     /// Covered by the flush in flight.
@@ -59,10 +61,12 @@ pub(crate) struct Batch {
     pub buf: DmaBuf,
     pub len: usize,
     /// Operations whose records are in this batch, in order.
-        pub ops: Vec<usize>,
+    pub ops: Vec<usize>,
     pub state: BatchState,
     /// The buffer is a zero-copy put's own, handed back to it when acknowledged.
     pub owned: bool,
+    /// Holds only the header of a newly opened segment.
+    pub header: bool,
 }
 
 /// Where a record was placed by [`Member::place`].
@@ -165,7 +169,7 @@ impl Member {
     /// Finds room for a record of `disk_bytes` in the filling batch, opening a new segment or
     /// batch as needed; closed batches are submitted. `use_reserve` lets deletes and compaction
     /// use the segments held back from client writes.
-        /// With `direct`, the record does not go into the filling batch (which is submitted) but
+    /// With `direct`, the record does not go into the filling batch (which is submitted) but
     /// becomes a batch of its own, submitted with [`Member::submit_direct`].
     pub fn place(
         &mut self,
@@ -194,14 +198,17 @@ impl Member {
             }
             self.open_segment(free, seq_next, bufs);
         }
-                let head = self.head.expect("head segment");
+        let head = self.head.expect("head segment");
         if direct {
             // Records stay contiguous: whatever is filling goes out first.
             self.close_filling(bufs);
             let info = &mut self.segments[head as usize];
             let offset = self.sb.segment_offset(self.partition, head) + info.written_bytes;
             info.written_bytes += disk_bytes;
-            return Ok(Placement { offset, segment_seq: info.seq });
+            return Ok(Placement {
+                offset,
+                segment_seq: info.seq,
+            });
         }
         let fits_batch = self.filling.as_ref().is_some_and(|batch| {
             batch.len == 0 || batch.len + disk_bytes as usize <= batch.buf.capacity()
@@ -240,9 +247,10 @@ impl Member {
             offset,
             buf: bufs.take(BATCH_BYTES_MAX.max(first)),
             len: 0,
-                        ops: Vec::new(),
+            ops: Vec::new(),
             state: BatchState::Filling,
             owned: false,
+            header: false,
         }
     }
 
@@ -270,7 +278,7 @@ impl Member {
         batch.buf.as_mut_slice()[..block].fill(0);
         header.encode(batch.buf.as_mut_slice());
         batch.len = block;
-        self.filling = Some(batch);
+        batch.header = true;
         self.segments[segment as usize] = SegmentInfo {
             state: SegmentState::Open,
             seq,
@@ -278,47 +286,63 @@ impl Member {
             live_bytes: 0,
             lsn_min: u64::MAX,
             readers: 0,
+            header_durable: false,
         };
         self.free_count -= 1;
         self.head = Some(segment);
+        // The header goes alone and first: no record of the segment is written before the
+        // header is durable, so records never sit on disk under a lost header whose sequence
+        // number a later incarnation of the segment could reuse.
+        self.dispatch(batch);
     }
 
-        /// Submits a zero-copy record placed with `direct` as a batch of its own.
+    /// Submits a zero-copy record placed with `direct` as a batch of its own.
     pub fn submit_direct(&mut self, buf: DmaBuf, offset: u64, len: usize, op: usize) {
-        assert!(self.filling.is_none(), "direct records follow a closed batch");
+        assert!(
+            self.filling.is_none(),
+            "direct records follow a closed batch"
+        );
         let id = self.batch_next;
         self.batch_next += 1;
-        let mut batch = Batch {
+        let batch = Batch {
             id,
             segment: self.segment_of(offset),
             offset,
-            buf: DmaBuf::new(0),
+            buf,
             len,
             ops: vec![op],
             state: BatchState::Filling,
             owned: true,
+            header: false,
         };
-        let request = if self.fua {
-            IoRequest::write_fua(buf, offset, len)
-        } else {
-            IoRequest::write(buf, offset, len)
-        };
-        batch.state = BatchState::Submitted;
-        self.bytes_written += len as u64;
-        self.bytes_since_checkpoint += len as u64;
-        self.batches.push_back(batch);
-        self.submit(request, token(Purpose::BatchWrite, self.slot, id));
+        self.dispatch(batch);
     }
 
     /// Submits the filling batch, if it holds anything.
     pub fn close_filling(&mut self, bufs: &mut BufCache) {
-        let Some(mut batch) = self.filling.take() else {
+        let Some(batch) = self.filling.take() else {
             return;
         };
         if batch.len == 0 {
             bufs.give(batch.buf);
             return;
         }
+        self.dispatch(batch);
+    }
+
+    /// Queues a closed batch: written at once if its segment header is durable (or it is the
+    /// header), held until then otherwise.
+    fn dispatch(&mut self, mut batch: Batch) {
+        let ready = batch.header || self.segments[batch.segment as usize].header_durable;
+        if ready {
+            self.write_batch(&mut batch);
+        } else {
+            batch.state = BatchState::Held;
+        }
+        self.batches.push_back(batch);
+    }
+
+    fn write_batch(&mut self, batch: &mut Batch) {
         let len = batch.len;
         let buf = std::mem::replace(&mut batch.buf, DmaBuf::new(0));
         batch.state = BatchState::Submitted;
@@ -327,11 +351,23 @@ impl Member {
         } else {
             IoRequest::write(buf, batch.offset, len)
         };
-        let token = token(Purpose::BatchWrite, self.slot, batch.id);
         self.bytes_written += len as u64;
         self.bytes_since_checkpoint += len as u64;
-        self.batches.push_back(batch);
-        self.submit(request, token);
+        self.submit(request, token(Purpose::BatchWrite, self.slot, batch.id));
+    }
+
+    /// A segment header became durable: write the batches that waited for it, in order.
+    pub fn header_durable(&mut self, segment: u32) {
+        self.segments[segment as usize].header_durable = true;
+        let mut batches = std::mem::take(&mut self.batches);
+        for batch in batches.iter_mut() {
+            if batch.state == BatchState::Held
+                && self.segments[batch.segment as usize].header_durable
+            {
+                self.write_batch(batch);
+            }
+        }
+        self.batches = batches;
     }
 
     /// Group commit: the filling batch goes out when fewer than the limit are in flight.

@@ -23,7 +23,7 @@ pub enum FormatPolicy {
 pub struct FormatOptions {
     /// Partitions to create: one per data core.
     pub partitions: usize,
-        pub segment_bytes: u64,
+    pub segment_bytes: u64,
     pub node_id: u128,
     /// Record alignment; at least the device's logical block. `None`: the device's block.
     pub block_bytes: Option<u32>,
@@ -33,7 +33,7 @@ impl FormatOptions {
     pub fn new(partitions: usize, node_id: u128) -> Self {
         Self {
             partitions,
-                        segment_bytes: SEGMENT_BYTES_DEFAULT,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
             node_id,
             block_bytes: None,
         }
@@ -58,6 +58,8 @@ pub enum MountError {
         first: SuperblockError,
         second: SuperblockError,
     },
+    #[error("{device}: superblock format version {found} is newer than this build reads; refusing to mount")]
+    Version { device: String, found: u32 },
     #[error("{device}: {source}")]
     Layout { device: String, source: LayoutError },
     #[error("{device}: belongs to node {found:032x}, not to this node {expected:032x}")]
@@ -146,6 +148,15 @@ fn read_or_format(
             Superblock::decode(&area[at..at + SUPERBLOCK_BYTES as usize])
         })
         .collect();
+    if let Some(Err(SuperblockError::Version { found })) = copies
+        .iter()
+        .find(|copy| matches!(copy, Err(SuperblockError::Version { .. })))
+    {
+        return Err(MountError::Version {
+            device: name,
+            found: *found,
+        });
+    }
     let best = copies
         .iter()
         .filter_map(|copy| copy.as_ref().ok())
@@ -207,7 +218,11 @@ fn format(
     options: &FormatOptions,
 ) -> Result<Superblock, MountError> {
     let info = queue.info().clone();
-        let block = options.block_bytes.unwrap_or(info.block_bytes).max(info.block_bytes).max(512);
+    let block = options
+        .block_bytes
+        .unwrap_or(info.block_bytes)
+        .max(info.block_bytes)
+        .max(512);
     let sb = Superblock::layout(
         info.size_bytes,
         block,

@@ -50,6 +50,9 @@ pub struct RecordHeader {
     pub lsn: u64,
     /// For a tombstone, the lsn of the original delete (kept when compaction copies it).
     pub born_lsn: u64,
+    /// The low 64 bits of the device uuid: a record written before the device was formatted
+    /// again carries another tag and is never taken for a live one.
+    pub device_tag: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +96,7 @@ impl RecordHeader {
         out[56..64].copy_from_slice(&self.segment_seq.to_le_bytes());
         out[64..72].copy_from_slice(&self.lsn.to_le_bytes());
         out[72..80].copy_from_slice(&self.born_lsn.to_le_bytes());
+        out[80..88].copy_from_slice(&self.device_tag.to_le_bytes());
         let crc = crc32c::crc32c(&out[..HEADER_CRC_OFFSET]);
         out[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
     }
@@ -147,6 +151,7 @@ impl RecordHeader {
             segment_seq: u64_at(bytes, 56),
             lsn: u64_at(bytes, 64),
             born_lsn: u64_at(bytes, 72),
+            device_tag: u64_at(bytes, 80),
         })
     }
 }
@@ -197,6 +202,7 @@ mod tests {
                     segment_seq: n[2],
                     lsn: n[3],
                     born_lsn: n[4],
+                    device_tag: n[1] ^ n[4],
                 },
             )
     }

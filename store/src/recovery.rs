@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use ds_nvme::{run_one, Device, DeviceError, DmaBuf, IoError, IoRequest};
 
-use crate::checkpoint::{self, CheckpointHeader, CHECKPOINT_HEADER_BYTES, NO_SEGMENT};
+use crate::checkpoint::{
+    self, CheckpointError, CheckpointHeader, CHECKPOINT_HEADER_BYTES, NO_SEGMENT,
+};
 use crate::engine::CoreStore;
 use crate::key::ShardKey;
 use crate::limits::{DEVICES_MAX, QUEUE_DEPTH};
@@ -22,7 +24,7 @@ use crate::loc::Loc;
 use crate::member::Member;
 use crate::record::{RecordHeader, RecordKind};
 use crate::scan::{scan, ScanItem};
-use crate::segment::{SegmentHeader, SegmentInfo, SegmentMark, SegmentState};
+use crate::segment::{SegmentHeader, SegmentHeaderError, SegmentInfo, SegmentMark, SegmentState};
 use crate::superblock::Superblock;
 
 /// A mounted device handed to a core.
@@ -52,6 +54,9 @@ pub enum OpenError {
     NotIdle { what: &'static str },
     #[error("no device with slot {slot}")]
     NoSuchDevice { slot: u8 },
+    /// The device holds a structure this build cannot read; nothing is touched.
+    #[error("{device}: {what}")]
+    Format { device: String, what: String },
 }
 
 /// What recovery did, for logs and the recovery benchmark.
@@ -218,17 +223,35 @@ impl CoreStore {
             fua: self.fua,
         };
         let block = member.block_bytes() as usize;
+        let uuid = member.sb.device_uuid;
         for segment in 0..count {
             let offset = member.segment_offset(segment);
             let buf = read_blocking(&mut member, offset, block)?;
-            let Ok(header) = SegmentHeader::decode(buf.as_slice()) else {
-                continue;
+            let header = match SegmentHeader::decode(buf.as_slice()) {
+                Ok(header) => header,
+                Err(SegmentHeaderError::Missing) => continue,
+                Err(SegmentHeaderError::Version { found }) => {
+                    return Err(OpenError::Format {
+                        device: name,
+                        what: format!("segment {segment} has format version {found}, which this build cannot read"),
+                    });
+                }
+                Err(error) => {
+                    // Used or freed, nobody can tell: neither replayed nor reused; reported.
+                    tracing::error!(device = %name, segment, %error, "segment header damaged; quarantined");
+                    member.segments[segment as usize].state = SegmentState::Damaged;
+                    continue;
+                }
             };
-            let ours = header.mark == SegmentMark::Used
-                && header.device_uuid == member.sb.device_uuid
+            let ours = header.device_uuid == uuid
                 && header.partition == self.core as u32
                 && header.segment == segment;
-            if ours {
+            if !ours {
+                continue;
+            }
+            // Freed incarnations count too: a sequence number is never handed out twice.
+            self.seq_next = self.seq_next.max(header.seq + 1);
+            if header.mark == SegmentMark::Used {
                 member.segments[segment as usize] = SegmentInfo {
                     state: SegmentState::Sealed,
                     seq: header.seq,
@@ -236,8 +259,8 @@ impl CoreStore {
                     live_bytes: 0,
                     lsn_min: 0,
                     readers: 0,
+                    header_durable: true,
                 };
-                self.seq_next = self.seq_next.max(header.seq + 1);
             }
         }
         member.recount_free();
@@ -294,50 +317,55 @@ impl CoreStore {
     ) -> Result<Option<CheckpointHeader>, OpenError> {
         let member = self.members[usize::from(slot)].as_mut().expect("member");
         let block = member.block_bytes() as usize;
-        let mut best: Option<(CheckpointHeader, u64)> = None;
+        let mut found: Vec<(CheckpointHeader, u64)> = Vec::new();
         for copy in 0..2 {
             let offset = member.sb.checkpoint_offset(member.partition, copy);
             let buf = read_blocking(member, offset, block)?;
-            let Ok(header) = CheckpointHeader::decode(buf.as_slice()) else {
-                continue;
+            let header = match CheckpointHeader::decode(buf.as_slice()) {
+                Ok(header) => header,
+                Err(CheckpointError::Version { found }) => {
+                    return Err(OpenError::Format {
+                        device: member.device.info().name.clone(),
+                        what: format!("checkpoint format version {found} is not supported"),
+                    });
+                }
+                Err(_) => continue,
             };
-            let ours = header.device_uuid == member.sb.device_uuid
-                && header.partition == member.partition as u32;
-            let fits = header
-                .entry_count
-                .checked_mul(16)
-                .is_some_and(|bytes| bytes + block as u64 <= member.sb.checkpoint_slot_bytes);
-            if ours
-                && fits
-                && best
-                    .as_ref()
-                    .is_none_or(|(b, _)| header.generation > b.generation)
-            {
-                best = Some((header, offset));
-            }
             member.checkpoint_generation = member.checkpoint_generation.max(header.generation);
+            if header.device_uuid == member.sb.device_uuid
+                && header.partition == member.partition as u32
+            {
+                found.push((header, offset));
+            }
         }
-        let Some((header, offset)) = best else {
-            return Ok(None);
-        };
-        let bytes = (header.entry_count as usize * 16).next_multiple_of(block);
-        let entries = if bytes == 0 {
-            Vec::new()
-        } else {
-            let buf = read_blocking(member, offset + block as u64, bytes)?;
-            match checkpoint::decode_entries(&header, buf.as_slice()) {
-                Ok(entries) => entries,
-                Err(error) => {
-                    tracing::warn!(slot, %error, "checkpoint unusable; replaying the whole log");
-                    return Ok(None);
+        // Newest first; a damaged one falls back to the older (more replay, nothing lost).
+        found.sort_by_key(|(header, _)| std::cmp::Reverse(header.generation));
+        let mut chosen = None;
+        for (header, offset) in found {
+            match read_checkpoint(member, &header, offset) {
+                Ok(entries) => {
+                    chosen = Some((header, entries));
+                    break;
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        slot,
+                        generation = header.generation,
+                        reason,
+                        "checkpoint unusable"
+                    );
                 }
             }
+        }
+        let Some((header, entries)) = chosen else {
+            return Ok(None);
         };
         self.lsn_next = self.lsn_next.max(header.lsn_next);
         self.seq_next = self.seq_next.max(header.seq_next);
         report.checkpoints_loaded += 1;
         for (fp, bits) in entries {
             let stored = Loc::from_bits(bits);
+            assert!(stored.len() > 0, "validated by read_checkpoint");
             let loc = Loc::new(slot, stored.offset(), stored.len(), stored.is_tombstone());
             let member = self.members[usize::from(slot)].as_ref().expect("member");
             let Some(segment) = segment_containing(member, loc) else {
@@ -371,9 +399,12 @@ impl CoreStore {
         report.segments_replayed += 1;
         let mut records = Vec::new();
         let mut skipped = 0;
+        let mut unsupported = None;
+        let tag = member.sb.device_uuid as u64;
         scan(
             image.as_slice(),
             seq,
+            tag,
             block,
             start as usize,
             |item| match item {
@@ -383,9 +414,19 @@ impl CoreStore {
                     disk_bytes,
                     data_ok: true,
                 } => records.push((offset, header, disk_bytes)),
+                ScanItem::Damaged {
+                    error: crate::record::HeaderError::Version { found },
+                    ..
+                } => unsupported = Some(found),
                 ScanItem::Record { .. } | ScanItem::Damaged { .. } => skipped += 1,
             },
         );
+        if let Some(found) = unsupported {
+            return Err(OpenError::Format {
+                device: member.device.info().name.clone(),
+                what: format!("segment {segment} holds records of format version {found}, which this build cannot read"),
+            });
+        }
         report.records_skipped += skipped;
         let mut lsn_min = u64::MAX;
         for (at, header, disk_bytes) in records {
@@ -540,6 +581,49 @@ impl CoreStore {
         let _ = slot;
         self.compaction.is_some()
     }
+}
+
+/// Reads and checks the entries of a checkpoint; the reason when they cannot be trusted.
+fn read_checkpoint(
+    member: &mut Member,
+    header: &CheckpointHeader,
+    offset: u64,
+) -> Result<Vec<(u64, u64)>, &'static str> {
+    let block = u64::from(member.block_bytes());
+    let fits = header
+        .entry_count
+        .checked_mul(16)
+        .and_then(|bytes| bytes.checked_add(block))
+        .is_some_and(|bytes| bytes <= member.sb.checkpoint_slot_bytes);
+    if !fits {
+        return Err("entry count larger than the slot");
+    }
+    if header.head_bytes % block != 0 || header.head_bytes > member.segment_bytes() {
+        return Err("head offset not block aligned or beyond the segment");
+    }
+    if header.head_segment != NO_SEGMENT && header.head_segment as usize >= member.segments.len() {
+        return Err("head segment out of range");
+    }
+    let bytes = (header.entry_count * 16).next_multiple_of(block) as usize;
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let buf = read_blocking(member, offset + block, bytes).map_err(|_| "entries unreadable")?;
+    let entries =
+        checkpoint::decode_entries(header, buf.as_slice()).map_err(|_| "entries checksum")?;
+    let first = member.segment_offset(0);
+    let end = first + member.segments.len() as u64 * member.segment_bytes();
+    for &(_, bits) in &entries {
+        let loc = Loc::from_bits(bits);
+        let inside = loc.len() > 0 && loc.offset() >= first && loc.offset() + loc.len() <= end;
+        let whole = inside
+            && (loc.offset() - first) / member.segment_bytes()
+                == (loc.offset() + loc.len() - 1 - first) / member.segment_bytes();
+        if !whole || loc.offset() % block != 0 {
+            return Err("entry points outside the partition");
+        }
+    }
+    Ok(entries)
 }
 
 fn segment_containing(member: &Member, loc: Loc) -> Option<u32> {

@@ -21,9 +21,11 @@ pub enum ScanItem {
 }
 
 /// Visits every record of `image` (a segment read from its start) from `start` on.
+/// Only records carrying `segment_seq` and `device_tag` count.
 pub fn scan(
     image: &[u8],
     segment_seq: u64,
+    device_tag: u64,
     block: usize,
     start: usize,
     mut visit: impl FnMut(ScanItem),
@@ -33,7 +35,7 @@ pub fn scan(
     let mut offset = start;
     while offset + block <= image.len() {
         match RecordHeader::decode(&image[offset..]) {
-            Ok(header) if header.segment_seq == segment_seq => {
+            Ok(header) if header.segment_seq == segment_seq && header.device_tag == device_tag => {
                 let disk_bytes = header.disk_bytes(block as u32) as usize;
                 if offset + disk_bytes > image.len() {
                     visit(ScanItem::Damaged {
@@ -57,6 +59,7 @@ pub fn scan(
                 offset += disk_bytes;
             }
             // Left over from an earlier use of this segment, or never written.
+            // (Or from an earlier format of the device: another device tag.)
             Ok(_) | Err(HeaderError::Magic { .. }) => offset += block,
             Err(error) => {
                 visit(ScanItem::Damaged { offset, error });

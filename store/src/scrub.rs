@@ -57,11 +57,25 @@ impl CoreStore {
                 if info.state == SegmentState::Free {
                     continue;
                 }
+                if info.state == SegmentState::Damaged {
+                    report.bad.push(BadRecord {
+                        device: name.clone(),
+                        slot: slot as u8,
+                        offset: member.segment_offset(segment as u32),
+                        key: None,
+                        live: false,
+                        reason:
+                            "segment header damaged: segment quarantined, its records not served"
+                                .to_string(),
+                    });
+                    continue;
+                }
                 let base = member.segment_offset(segment as u32);
                 let len = (info.written_bytes as usize).next_multiple_of(block);
                 let image = read_blocking(member, base, len)?;
                 report.segments += 1;
-                scan(image.as_slice(), info.seq, block, block, |item| {
+                let tag = member.sb.device_uuid as u64;
+                scan(image.as_slice(), info.seq, tag, block, block, |item| {
                     let (offset, key, reason) = match item {
                         ScanItem::Record {
                             offset,

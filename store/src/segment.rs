@@ -36,6 +36,8 @@ pub enum SegmentHeaderError {
     Missing,
     #[error("segment header checksum mismatch")]
     Checksum,
+    #[error("segment header format version {found} is not supported")]
+    Version { found: u8 },
     #[error("segment header field {field} is invalid")]
     Field { field: &'static str },
 }
@@ -63,7 +65,7 @@ impl SegmentHeader {
             return Err(SegmentHeaderError::Checksum);
         }
         if bytes[4] != SEGMENT_FORMAT_VERSION {
-            return Err(SegmentHeaderError::Field { field: "version" });
+            return Err(SegmentHeaderError::Version { found: bytes[4] });
         }
         let mark = match bytes[5] {
             1 => SegmentMark::Used,
@@ -89,6 +91,9 @@ pub enum SegmentState {
     Open,
     /// Full (or closed by recovery); only compaction changes it.
     Sealed,
+    /// Its header is damaged: whether it held live records cannot be known, so it is neither
+    /// replayed nor reused, and scrub reports it.
+    Damaged,
 }
 
 /// In-memory bookkeeping of one segment.
@@ -104,6 +109,8 @@ pub struct SegmentInfo {
     pub lsn_min: u64,
     /// Reads in flight into it: it is not freed while any are.
     pub readers: u32,
+    /// Its header is on disk for good, so its records may be written.
+    pub header_durable: bool,
 }
 
 impl SegmentInfo {
@@ -115,6 +122,7 @@ impl SegmentInfo {
             live_bytes: 0,
             lsn_min: u64::MAX,
             readers: 0,
+            header_durable: false,
         }
     }
 

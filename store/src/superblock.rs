@@ -7,6 +7,7 @@ use crate::limits::{
     BLOCK_BYTES_MAX, CHECKPOINT_BYTES_PER_ENTRY_SLOT, CHECKPOINT_ENTRY_BYTES, DATA_START_BYTES,
     PARTITIONS_MAX, SEGMENT_BYTES_MIN, SUPERBLOCK_BYTES, SUPERBLOCK_COPIES,
 };
+use crate::loc::LOC_DEVICE_BYTES_MAX;
 use crate::record::{u32_at, u64_at};
 
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"DSSUPER\0";
@@ -58,6 +59,8 @@ pub enum LayoutError {
         partitions: usize,
         needed: u64,
     },
+    #[error("device of {device_bytes} bytes is larger than the {LOC_DEVICE_BYTES_MAX} bytes a record location can address")]
+    TooLarge { device_bytes: u64 },
     #[error("{partitions} partitions requested; between 1 and {PARTITIONS_MAX} are supported")]
     Partitions { partitions: usize },
     #[error("segment size {segment_bytes} must be a multiple of {SEGMENT_BYTES_MIN} bytes")]
@@ -84,6 +87,9 @@ impl Superblock {
         }
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(LayoutError::Partitions { partitions });
+        }
+        if device_bytes > LOC_DEVICE_BYTES_MAX {
+            return Err(LayoutError::TooLarge { device_bytes });
         }
         if segment_bytes == 0 || segment_bytes % SEGMENT_BYTES_MIN != 0 {
             return Err(LayoutError::SegmentBytes { segment_bytes });
@@ -199,7 +205,17 @@ impl Superblock {
             }
             partitions.push(extent);
         }
-        if checkpoint_slot_bytes % u64::from(block_bytes) != 0 {
+        for pair in partitions.windows(2) {
+            if pair[0].offset + pair[0].bytes > pair[1].offset {
+                return Err(SuperblockError::Field { field: "partition" });
+            }
+        }
+        if device_bytes > LOC_DEVICE_BYTES_MAX {
+            return Err(SuperblockError::Field {
+                field: "device_bytes",
+            });
+        }
+        if checkpoint_slot_bytes == 0 || checkpoint_slot_bytes % u64::from(block_bytes) != 0 {
             return Err(SuperblockError::Field {
                 field: "checkpoint_slot_bytes",
             });

@@ -23,7 +23,8 @@ pub fn options(partitions: usize) -> FormatOptions {
     FormatOptions {
         partitions,
         segment_bytes: 1 << 20,
-        node_id: NODE, block_bytes: None,
+        node_id: NODE,
+        block_bytes: None,
     }
 }
 

@@ -50,7 +50,7 @@ fn open(devices: &[Arc<SimDevice>], policy: FormatPolicy, fua: bool) -> Result<C
             Ok(ds_store::MountedDevice { device, superblock })
         })
         .collect::<Result<Vec<_>, String>>()?;
-        let (mut store, _) = CoreStore::open(0, NODE, mounted).map_err(|e| format!("open: {e}"))?;
+    let (mut store, _) = CoreStore::open(0, NODE, mounted).map_err(|e| format!("open: {e}"))?;
     store.set_fua(fua);
     Ok(store)
 }
@@ -62,7 +62,7 @@ fn run_seed(seed: u64) -> Result<u64, String> {
     let devices: Vec<Arc<SimDevice>> = (0..device_count)
         .map(|d| sim(seed * 8 + d, 12 << 20, block))
         .collect();
-        let fua = rng.gen_bool(0.5);
+    let fua = rng.gen_bool(0.5);
     let mut store = open(&devices, FormatPolicy::IfEmpty, fua)?;
     let mut model: HashMap<u64, KeyModel> = HashMap::new();
     let mut version_next = 1u64;
@@ -135,7 +135,7 @@ fn run_seed(seed: u64) -> Result<u64, String> {
         crashes += 1;
         drop(store);
         tokens.clear();
-                store = open(&devices, FormatPolicy::Never, fua)?;
+        store = open(&devices, FormatPolicy::Never, fua)?;
         for n in 0..KEYS {
             let entry = model.entry(n).or_default();
             let acked = entry.acked;

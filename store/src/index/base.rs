@@ -158,7 +158,7 @@ impl Base {
     }
 
     /// Folds `delta` (sorted by fingerprint) in and drops the dead entries, in place: the arrays
-    /// grow by the entries added and nothing is copied to a second buffer, except the directory.
+    /// grow by the entries added, and only a directory of a new size is a second buffer.
     pub fn merge(&mut self, delta: &[Entry]) {
         debug_assert!(delta.windows(2).all(|pair| pair[0].fp <= pair[1].fp));
         let total = self.live() + delta.len();
@@ -273,6 +273,7 @@ impl Base {
     /// `compact` when the encoding stays: the live entries between two dead ones move down as one
     /// run, and the directory is updated in place.
     fn compact_moving_runs(&mut self) {
+        assert!(self.dead_count > 0);
         let width = width(self.bits) as usize;
         let mut kept = 0; // entries [0, kept) are final
         let mut next = 0; // first old entry not yet moved or dropped

@@ -39,19 +39,27 @@ impl Delta {
     }
 
     pub fn with_room(room: usize) -> Self {
+        Self::with_room_in(Vec::new(), room)
+    }
+
+    /// Reuses `storage` (a previous delta's, from `into_sorted`) for the slots: a merge then
+    /// does not fault in fresh pages for each new delta.
+    pub fn with_room_in(mut storage: Vec<Entry>, room: usize) -> Self {
         assert!(room > 0);
         let slots = (room * 100).div_ceil(DELTA_LOAD_PERCENT_MAX).max(room + 1);
-        let mut table = Self {
-            slots: Vec::new(),
-            occupied: Vec::new(),
+        storage.clear();
+        storage.shrink_to(slots);
+        storage.reserve_exact(slots);
+        storage.resize(slots, Entry::default());
+        let mut occupied = Vec::new();
+        occupied.reserve_exact(slots.div_ceil(64));
+        occupied.resize(slots.div_ceil(64), 0);
+        Self {
+            slots: storage,
+            occupied,
             len: 0,
             room,
-        };
-        table.slots.reserve_exact(slots);
-        table.slots.resize(slots, Entry::default());
-        table.occupied.reserve_exact(slots.div_ceil(64));
-        table.occupied.resize(slots.div_ceil(64), 0);
-        table
+        }
     }
 
     pub fn len(&self) -> usize {

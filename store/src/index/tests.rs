@@ -355,4 +355,8 @@ fn with_capacity_keeps_its_reservation() {
     }
     index.check();
     assert_eq!(index.len(), 50_000);
+    assert!(
+        index.heap_bytes() >= reserved,
+        "the reservation was given back"
+    );
 }
