@@ -32,7 +32,7 @@ pub struct LocalStore {
 
 /// Opens one device file or block device through io_uring.
 pub fn open_device(
-    path: &PathBuf,
+    path: &std::path::Path,
     create_bytes: Option<u64>,
     sqpoll: bool,
 ) -> anyhow::Result<Arc<dyn Device>> {

@@ -115,13 +115,13 @@ impl IoRequest {
             return Err(InvalidRequest::MissingBuffer);
         };
         let block = u64::from(info.block_bytes);
-        if self.offset % block != 0 {
+        if !self.offset.is_multiple_of(block) {
             return Err(InvalidRequest::UnalignedOffset {
                 offset: self.offset,
                 block,
             });
         }
-        if self.len == 0 || self.len as u64 % block != 0 {
+        if self.len == 0 || !(self.len as u64).is_multiple_of(block) {
             return Err(InvalidRequest::UnalignedLength {
                 len: self.len,
                 block,
@@ -133,7 +133,7 @@ impl IoRequest {
                 capacity: buf.capacity(),
             });
         }
-        if buf.as_ptr() as usize % info.mem_align as usize != 0 {
+        if !(buf.as_ptr() as usize).is_multiple_of(info.mem_align as usize) {
             return Err(InvalidRequest::UnalignedBuffer {
                 align: info.mem_align,
             });

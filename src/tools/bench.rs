@@ -239,7 +239,7 @@ fn drive(
                 other => anyhow::bail!("request failed: {other:?}"),
             }
         }
-        if done % 1024 == 0 {
+        if done.is_multiple_of(1024) {
             tick(done);
         }
         if events.is_empty() {

@@ -37,8 +37,8 @@ pub const CHECKPOINT_ENTRY_BYTES: u64 = 16;
 pub const COMPACTION_DEAD_PERCENT_MIN: u64 = 25;
 
 const _: () = assert!(SUPERBLOCK_BYTES * SUPERBLOCK_COPIES <= DATA_START_BYTES);
-const _: () = assert!(DATA_START_BYTES % BLOCK_BYTES_MAX as u64 == 0);
-const _: () = assert!(SEGMENT_BYTES_MIN % BLOCK_BYTES_MAX as u64 == 0);
-const _: () = assert!(SEGMENT_BYTES_DEFAULT % SEGMENT_BYTES_MIN == 0);
+const _: () = assert!(DATA_START_BYTES.is_multiple_of(BLOCK_BYTES_MAX as u64));
+const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES_MAX as u64));
+const _: () = assert!(SEGMENT_BYTES_DEFAULT.is_multiple_of(SEGMENT_BYTES_MIN));
 const _: () = assert!(RECORD_DATA_BYTES_MAX + RECORD_HEADER_BYTES < SEGMENT_BYTES_DEFAULT as usize);
 const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_DEFAULT);

@@ -27,8 +27,8 @@ pub struct Loc(u64);
 impl Loc {
     /// `offset` and `len` in bytes, multiples of [`SECTOR_BYTES`].
     pub fn new(device: u8, offset: u64, len: u64, tombstone: bool) -> Self {
-        assert!(offset % SECTOR_BYTES == 0);
-        assert!(len % SECTOR_BYTES == 0);
+        assert!(offset.is_multiple_of(SECTOR_BYTES));
+        assert!(len.is_multiple_of(SECTOR_BYTES));
         assert!(len > 0 && len <= LOC_RECORD_BYTES_MAX);
         let sectors = offset / SECTOR_BYTES;
         assert!(
@@ -54,6 +54,7 @@ impl Loc {
         (self.0 & ((1 << OFFSET_BITS) - 1)) * SECTOR_BYTES
     }
 
+    #[allow(clippy::len_without_is_empty)] // a record is never empty: `new` asserts it
     pub fn len(self) -> u64 {
         ((self.0 >> OFFSET_BITS) & ((1 << LENGTH_BITS) - 1)) * SECTOR_BYTES
     }

@@ -179,7 +179,7 @@ impl Member {
         seq_next: &mut u64,
         bufs: &mut BufCache,
     ) -> Result<Placement, PutError> {
-        assert!(disk_bytes % u64::from(self.block_bytes()) == 0);
+        assert!(disk_bytes.is_multiple_of(u64::from(self.block_bytes())));
         assert!(disk_bytes + u64::from(self.block_bytes()) <= self.segment_bytes());
         let head_fits = self.head.is_some_and(|head| {
             self.segments[head as usize].written_bytes + disk_bytes <= self.segment_bytes()

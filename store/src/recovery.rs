@@ -598,7 +598,7 @@ fn read_checkpoint(
     if !fits {
         return Err("entry count larger than the slot");
     }
-    if header.head_bytes % block != 0 || header.head_bytes > member.segment_bytes() {
+    if !header.head_bytes.is_multiple_of(block) || header.head_bytes > member.segment_bytes() {
         return Err("head offset not block aligned or beyond the segment");
     }
     if header.head_segment != NO_SEGMENT && header.head_segment as usize >= member.segments.len() {
@@ -619,7 +619,7 @@ fn read_checkpoint(
         let whole = inside
             && (loc.offset() - first) / member.segment_bytes()
                 == (loc.offset() + loc.len() - 1 - first) / member.segment_bytes();
-        if !whole || loc.offset() % block != 0 {
+        if !whole || !loc.offset().is_multiple_of(block) {
             return Err("entry points outside the partition");
         }
     }

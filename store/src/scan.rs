@@ -31,7 +31,7 @@ pub fn scan(
     mut visit: impl FnMut(ScanItem),
 ) {
     assert!(block.is_power_of_two());
-    assert!(start % block == 0);
+    assert!(start.is_multiple_of(block));
     let mut offset = start;
     while offset + block <= image.len() {
         match RecordHeader::decode(&image[offset..]) {

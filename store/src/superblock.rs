@@ -91,7 +91,7 @@ impl Superblock {
         if device_bytes > LOC_DEVICE_BYTES_MAX {
             return Err(LayoutError::TooLarge { device_bytes });
         }
-        if segment_bytes == 0 || segment_bytes % SEGMENT_BYTES_MIN != 0 {
+        if segment_bytes == 0 || !segment_bytes.is_multiple_of(SEGMENT_BYTES_MIN) {
             return Err(LayoutError::SegmentBytes { segment_bytes });
         }
         let usable = device_bytes.saturating_sub(DATA_START_BYTES);
@@ -174,7 +174,7 @@ impl Superblock {
             });
         }
         let segment_bytes = u64_at(bytes, 64);
-        if segment_bytes == 0 || segment_bytes % SEGMENT_BYTES_MIN != 0 {
+        if segment_bytes == 0 || !segment_bytes.is_multiple_of(SEGMENT_BYTES_MIN) {
             return Err(SuperblockError::Field {
                 field: "segment_bytes",
             });
@@ -198,8 +198,8 @@ impl Superblock {
             if extent.offset < DATA_START_BYTES
                 || end.is_none_or(|end| end > device_bytes)
                 || extent.bytes < 2 * checkpoint_slot_bytes + segment_bytes
-                || extent.offset % SEGMENT_BYTES_MIN != 0
-                || extent.bytes % SEGMENT_BYTES_MIN != 0
+                || !extent.offset.is_multiple_of(SEGMENT_BYTES_MIN)
+                || !extent.bytes.is_multiple_of(SEGMENT_BYTES_MIN)
             {
                 return Err(SuperblockError::Field { field: "partition" });
             }
@@ -215,7 +215,9 @@ impl Superblock {
                 field: "device_bytes",
             });
         }
-        if checkpoint_slot_bytes == 0 || checkpoint_slot_bytes % u64::from(block_bytes) != 0 {
+        if checkpoint_slot_bytes == 0
+            || !checkpoint_slot_bytes.is_multiple_of(u64::from(block_bytes))
+        {
             return Err(SuperblockError::Field {
                 field: "checkpoint_slot_bytes",
             });

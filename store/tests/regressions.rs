@@ -29,16 +29,16 @@ fn reformatted_device_does_not_resurrect_old_records() {
     // Bug: format wrote only the superblock and sequence numbers restarted at 1, so records of
     // the previous format in segment 0 matched the new segment 0's sequence and came back.
     let device: Arc<dyn Device> = sim(1, 64 << 20, 4096);
-    let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
     for n in 0..20 {
         store.put(key(n), meta(1), &[n as u8; 100]).unwrap();
     }
     drop(store);
-    let mut store = open(&[device.clone()], FormatPolicy::Always);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Always);
     assert_eq!(store.len(), 0);
     store.put(key(1000), meta(1), &[1u8; 100]).unwrap();
     drop(store);
-    let store = open(&[device], FormatPolicy::Never);
+    let store = open(std::slice::from_ref(&device), FormatPolicy::Never);
     assert_eq!(store.len(), 1);
 }
 
@@ -48,7 +48,7 @@ fn sequence_numbers_are_never_reused_after_every_segment_is_freed() {
     // markers; with every segment freed, segment 0 was reused with sequence 1 and its old
     // records (a deleted key among them) were accepted again.
     let device: Arc<dyn Device> = sim(2, 64 << 20, 4096);
-    let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
     store.put(key(0), meta(1), &[0u8; 100]).unwrap();
     store.put(key(1), meta(1), b"A version 1").unwrap();
     let mut n = 2;
@@ -60,16 +60,16 @@ fn sequence_numbers_are_never_reused_after_every_segment_is_freed() {
         store.delete(key(m), 2).unwrap();
     }
     drop(store);
-    let mut store = open(&[device.clone()], FormatPolicy::Never);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
     for _ in 0..20 {
         store.request_compaction();
         store.run_until_idle();
     }
     drop(store);
-    let mut store = open(&[device.clone()], FormatPolicy::Never);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
     store.put(key(500), meta(1), &[5u8; 100]).unwrap();
     drop(store);
-    let mut store = open(&[device], FormatPolicy::Never);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
     assert_eq!(store.get(key(1)).unwrap_err(), GetError::NotFound);
     assert_eq!(store.get(key(500)).unwrap().1, vec![5u8; 100]);
 }
@@ -83,7 +83,7 @@ fn compaction_never_copies_a_key_deleted_after_the_walk() {
         let device: Arc<dyn Device> = sim(seed, 64 << 20, 4096);
         let doomed = key(0);
         {
-            let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
+            let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
             store.put(doomed, meta(1), &vec![7u8; 100_000]).unwrap();
             for n in 1..=230 {
                 store.put(key(n), meta(1), &[1u8; 4000]).unwrap();
@@ -110,7 +110,7 @@ fn compaction_never_copies_a_key_deleted_after_the_walk() {
             }
             store.run_until_idle();
         }
-        let mut store = open(&[device], FormatPolicy::Never);
+        let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
         assert_eq!(
             store.get(doomed).unwrap_err(),
             GetError::NotFound,

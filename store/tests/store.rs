@@ -21,7 +21,7 @@ fn meta(version: u64) -> ShardMeta {
 #[test]
 fn round_trip_overwrite_stale_delete() {
     let device: Arc<dyn Device> = sim(1, 64 << 20, 4096);
-    let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
     for n in 0..200 {
         let data = value(key(n), 1, 9000);
         store.put(key(n), meta(1), &data).unwrap();
@@ -68,12 +68,12 @@ fn round_trip_overwrite_stale_delete() {
 #[test]
 fn restart_with_and_without_checkpoint_keeps_everything() {
     let device: Arc<dyn Device> = sim(2, 64 << 20, 512);
-    let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
     for n in 0..300 {
         store.put(key(n), meta(1), &value(key(n), 1, 5000)).unwrap();
     }
     drop(store);
-    let mut store = open(&[device.clone()], FormatPolicy::Never);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
     for n in 0..300 {
         assert_eq!(
             store.get(key(n)).unwrap().1,
@@ -109,7 +109,7 @@ fn restart_with_and_without_checkpoint_keeps_everything() {
 fn compaction_reclaims_overwritten_space() {
     // 24 MiB: about 20 segments of 1 MiB; writing 5x that forces compaction.
     let device: Arc<dyn Device> = sim(3, 24 << 20, 4096);
-    let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
     for round in 1..=40u64 {
         for n in 0..40 {
             store
@@ -125,7 +125,7 @@ fn compaction_reclaims_overwritten_space() {
         assert_eq!(store.get(key(n)).unwrap().1, value(key(n), 40, 60_000));
     }
     drop(store);
-    let mut store = open(&[device], FormatPolicy::Never);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
     for n in 0..40 {
         assert_eq!(store.get(key(n)).unwrap().1, value(key(n), 40, 60_000));
     }
@@ -134,7 +134,7 @@ fn compaction_reclaims_overwritten_space() {
 #[test]
 fn full_device_says_no_space_and_stays_usable() {
     let device: Arc<dyn Device> = sim(4, 24 << 20, 4096);
-    let mut store = open(&[device.clone()], FormatPolicy::IfEmpty);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
     let mut stored = 0;
     let error = loop {
         match store.put(key(stored), meta(1), &vec![stored as u8; 200_000]) {
