@@ -8,7 +8,8 @@ use anyhow::Context;
 use ds_nvme::uring::{OpenOptions, UringDevice};
 use ds_nvme::Device;
 use ds_store::{
-    mount, peek, CoreStore, FormatOptions, FormatPolicy, MountedDevice, RecoveryReport, ShardKey,
+    mount, peek, CoreStore, Durability, FormatOptions, FormatPolicy, MountedDevice, RecoveryReport,
+    ShardKey,
 };
 
 /// How to open the devices.
@@ -21,6 +22,7 @@ pub struct OpenSpec {
     /// Used when formatting; otherwise learnt from the first device's superblock.
     pub format: Option<FormatOptions>,
     pub sqpoll: bool,
+    pub durability: Durability,
 }
 
 pub struct LocalStore {
@@ -81,8 +83,9 @@ impl LocalStore {
         let mut cores = Vec::new();
         let mut reports = Vec::new();
         for core in 0..options.partitions {
-            let (store, report) = CoreStore::open(core, options.node_id, mounted.clone())
+            let (mut store, report) = CoreStore::open(core, options.node_id, mounted.clone())
                 .with_context(|| format!("recovering core {core}"))?;
+            store.set_durability(spec.durability);
             cores.push(store);
             reports.push(report);
         }

@@ -30,6 +30,7 @@ fn open(path: &Path) -> LocalStore {
         policy: FormatPolicy::Never,
         format: None,
         sqpoll: false,
+        durability: Default::default(),
     })
     .expect("open store")
 }
@@ -238,6 +239,7 @@ fn a_full_file_device_says_no_space_and_stays_usable() {
             block_bytes: None,
         }),
         sqpoll: false,
+        durability: Default::default(),
     })
     .unwrap();
     let core = &mut store.cores[0];

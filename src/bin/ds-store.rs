@@ -75,6 +75,10 @@ enum Command {
     Load(ds::tools::load::LoadArgs),
     /// Benchmark appends or reads against the devices.
     Bench(ds::tools::bench::BenchArgs),
+    /// Store many shards; print the index's RAM per shard.
+    BenchIndex(ds::tools::capacity::CapacityArgs),
+    /// Store many shards; time start-up with and without a checkpoint.
+    BenchRecovery(ds::tools::capacity::CapacityArgs),
 }
 
 fn main() {
@@ -106,6 +110,7 @@ fn open(cli: &Cli) -> anyhow::Result<LocalStore> {
         policy: FormatPolicy::Never,
         format: None,
         sqpoll: false,
+        durability: Default::default(),
     })
 }
 
@@ -140,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     block_bytes: None,
                 }),
                 sqpoll: false,
+                durability: Default::default(),
             })?;
             if cli.json {
                 println!(
@@ -276,5 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Load(args) => ds::tools::load::run(open(&cli)?, args),
         Command::Bench(args) => ds::tools::bench::run(&cli.devices, args, cli.json),
+        Command::BenchIndex(args) => ds::tools::capacity::run_index(&cli.devices, args),
+        Command::BenchRecovery(args) => ds::tools::capacity::run_recovery(&cli.devices, args),
     }
 }

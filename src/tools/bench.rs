@@ -46,6 +46,26 @@ pub struct BenchArgs {
     /// Use io_uring SQPOLL.
     #[arg(long)]
     pub sqpoll: bool,
+    /// How batches become durable.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub durability: DurabilityArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DurabilityArg {
+    Auto,
+    Fua,
+    Flush,
+}
+
+impl From<DurabilityArg> for ds_store::Durability {
+    fn from(arg: DurabilityArg) -> Self {
+        match arg {
+            DurabilityArg::Auto => Self::Auto,
+            DurabilityArg::Fua => Self::Fua,
+            DurabilityArg::Flush => Self::Flush,
+        }
+    }
 }
 
 pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
@@ -60,6 +80,7 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
             ..FormatOptions::new(1, rand::random())
         }),
         sqpoll: args.sqpoll,
+        durability: args.durability.into(),
     })?;
     let core = &mut store.cores[0];
     let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
@@ -134,12 +155,12 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
     Ok(0)
 }
 
-enum Request {
+pub(crate) enum Request {
     Put(ShardKey),
     Get(ShardKey),
 }
 
-fn key(n: u64) -> ShardKey {
+pub(crate) fn key(n: u64) -> ShardKey {
     ShardKey::new(
         u128::from(n).wrapping_mul(0x2545_f491_4f6c_dd1d_9e37_79b9_7f4a_7c15) | 1,
         0,
@@ -147,7 +168,7 @@ fn key(n: u64) -> ShardKey {
     )
 }
 
-fn progress(total: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("template"));
     bar.set_message(what.to_string());
@@ -182,7 +203,7 @@ fn pump_until(
 }
 
 /// Keeps `depth` requests in flight until `count` are done or `deadline` passes.
-fn drive(
+pub(crate) fn drive(
     core: &mut CoreStore,
     depth: usize,
     count: Option<u64>,

@@ -1,4 +1,5 @@
 //! Work the command-line tools run: the crash-test write load and the store benchmark.
 
 pub mod bench;
+pub mod capacity;
 pub mod load;

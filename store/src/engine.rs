@@ -35,6 +35,30 @@ pub fn put_buffer_bytes(data_bytes: usize) -> usize {
     record_disk_bytes(data_bytes, crate::limits::BLOCK_BYTES_MAX) as usize
 }
 
+/// How a batch of records becomes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// FUA on block devices (one round trip); write + flush on files, where a FUA write into
+    /// not-yet-written extents costs a filesystem journal commit each, and one flush covers
+    /// many batches.
+    #[default]
+    Auto,
+    /// Every batch is a FUA write (RWF_DSYNC), durable when it completes.
+    Fua,
+    /// Batches are plain writes; a flush covers all written ones.
+    Flush,
+}
+
+impl Durability {
+    pub(crate) fn fua_for(self, kind: ds_nvme::DeviceKind) -> bool {
+        match self {
+            Durability::Fua => true,
+            Durability::Flush => false,
+            Durability::Auto => kind != ds_nvme::DeviceKind::File,
+        }
+    }
+}
+
 /// A finished request.
 #[derive(Debug)]
 pub struct Event {
@@ -154,8 +178,8 @@ pub struct CoreStore {
     pub(crate) compaction: Option<crate::compaction::Compaction>,
     pub(crate) compact_eagerly: bool,
     next_token: u64,
-    /// Batches are written FUA rather than write + flush (see [`CoreStore::set_fua`]).
-    pub(crate) fua: bool,
+    /// How batches become durable (see [`CoreStore::set_durability`]).
+    pub(crate) durability: Durability,
 }
 
 impl CoreStore {
@@ -181,7 +205,7 @@ impl CoreStore {
             compaction: None,
             compact_eagerly: false,
             next_token: 1 << 63,
-            fua: true,
+            durability: Durability::Auto,
         }
     }
 
@@ -193,13 +217,12 @@ impl CoreStore {
         self.node_id
     }
 
-    /// Chooses how batches become durable: FUA writes (the default: one round trip, no flush)
-    /// or plain writes followed by a flush (for devices where FUA is slow or unsupported).
-    pub fn set_fua(&mut self, fua: bool) {
+    /// Chooses how batches become durable; applies to devices added later too.
+    pub fn set_durability(&mut self, durability: Durability) {
         assert!(self.is_idle(), "durability mode changes only when idle");
-        self.fua = fua;
+        self.durability = durability;
         for member in self.members.iter_mut().flatten() {
-            member.fua = fua;
+            member.fua = durability.fua_for(member.device.info().kind);
         }
     }
 

@@ -131,6 +131,22 @@ impl Index {
         self.merge_if_due();
     }
 
+    /// Adds many entries at once, straight into the base with one merge. Start-up loads a
+    /// checkpoint this way: its entries come sorted by fingerprint, and sorted inserts one by one
+    /// would all land in one corner of the delta and pile up there.
+    pub fn insert_many(&mut self, entries: &[(u64, u64)]) {
+        let mut sorted: Vec<Entry> = entries
+            .iter()
+            .map(|&(fp, value)| Entry { fp, value })
+            .collect();
+        sorted.sort_unstable();
+        let delta = std::mem::replace(&mut self.delta, Delta::empty()).into_sorted();
+        self.base.merge(&delta);
+        self.base.merge(&sorted);
+        self.merge_at = (self.base.live() / DELTA_BASE_DIVISOR).max(self.delta_entries_min);
+        self.delta = Delta::with_room_in(delta, self.merge_at);
+    }
+
     /// Removes the entry with this fp and value; false when absent.
     pub fn remove(&mut self, fp: u64, value: u64) -> bool {
         self.delta.prefetch(fp); // as in `candidates`

@@ -27,7 +27,9 @@ pub mod segment;
 pub mod stats;
 pub mod superblock;
 
-pub use engine::{put_buffer_bytes, CoreStore, Event, GetDone, Outcome, PUT_DATA_OFFSET};
+pub use engine::{
+    put_buffer_bytes, CoreStore, Durability, Event, GetDone, Outcome, PUT_DATA_OFFSET,
+};
 pub use error::{CorruptReason, GetError, PutError};
 pub use key::ShardKey;
 pub use mount::{mount, peek, FormatOptions, FormatPolicy, MountError};

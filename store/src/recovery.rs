@@ -157,10 +157,11 @@ impl CoreStore {
             return true;
         };
         assert!(member.draining, "device {slot} is not being removed");
+        // A damaged segment cannot be emptied; its records were never served.
         let empty = member
             .segments
             .iter()
-            .all(|s| s.state == SegmentState::Free);
+            .all(|s| matches!(s.state, SegmentState::Free | SegmentState::Damaged));
         let quiet = member.is_idle()
             && self
                 .compaction
@@ -220,7 +221,7 @@ impl CoreStore {
             bytes_since_checkpoint: 0,
             checkpoint_generation: 0,
             free_count: count as usize,
-            fua: self.fua,
+            fua: false,
         };
         let block = member.block_bytes() as usize;
         let uuid = member.sb.device_uuid;
@@ -239,7 +240,10 @@ impl CoreStore {
                 Err(error) => {
                     // Used or freed, nobody can tell: neither replayed nor reused; reported.
                     tracing::error!(device = %name, segment, %error, "segment header damaged; quarantined");
-                    member.segments[segment as usize].state = SegmentState::Damaged;
+                    let info = &mut member.segments[segment as usize];
+                    info.state = SegmentState::Damaged;
+                    // What it holds is unknown: it must hold back every tombstone drop.
+                    info.lsn_min = 0;
                     continue;
                 }
             };
@@ -264,6 +268,7 @@ impl CoreStore {
             }
         }
         member.recount_free();
+        member.fua = self.durability.fua_for(member.device.info().kind);
         Ok(member)
     }
 
@@ -363,6 +368,8 @@ impl CoreStore {
         self.lsn_next = self.lsn_next.max(header.lsn_next);
         self.seq_next = self.seq_next.max(header.seq_next);
         report.checkpoints_loaded += 1;
+        let mut bulk = Vec::with_capacity(entries.len());
+        let mut candidates = Vec::new();
         for (fp, bits) in entries {
             let stored = Loc::from_bits(bits);
             assert!(stored.len() > 0, "validated by read_checkpoint");
@@ -377,8 +384,17 @@ impl CoreStore {
                 continue;
             }
             report.checkpoint_entries += 1;
-            self.merge(fp, loc, None, report, known)?;
+            // Entries of one checkpoint lived together in one index; only a key that another
+            // device already brought needs resolving.
+            candidates.clear();
+            self.index.candidates(fp, &mut candidates);
+            if candidates.is_empty() {
+                bulk.push((fp, loc.bits()));
+            } else {
+                self.merge(fp, loc, None, report, known)?;
+            }
         }
+        self.index.insert_many(&bulk);
         Ok(Some(header))
     }
 

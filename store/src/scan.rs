@@ -5,7 +5,7 @@
 //! header the walk steps block by block until the next valid header, so one bad record never
 //! hides the ones after it.
 
-use crate::record::{HeaderError, RecordHeader};
+use crate::record::{u64_at, HeaderError, RecordHeader};
 
 #[derive(Debug)]
 pub enum ScanItem {
@@ -61,10 +61,95 @@ pub fn scan(
             // Left over from an earlier use of this segment, or never written.
             // (Or from an earlier format of the device: another device tag.)
             Ok(_) | Err(HeaderError::Magic { .. }) => offset += block,
+            // A header of another format version stops recovery only if it names this segment
+            // incarnation and device; otherwise it is payload or leftover, like any other bytes.
+            Err(error @ HeaderError::Version { .. }) => {
+                let at = &image[offset..];
+                if u64_at(at, 56) == segment_seq && u64_at(at, 80) == device_tag {
+                    visit(ScanItem::Damaged { offset, error });
+                }
+                offset += block;
+            }
             Err(error) => {
                 visit(ScanItem::Damaged { offset, error });
                 offset += block;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::ShardKey;
+    use crate::limits::RECORD_HEADER_BYTES;
+    use crate::record::{RecordKind, ShardMeta};
+
+    fn header(seq: u64, tag: u64) -> RecordHeader {
+        RecordHeader {
+            kind: RecordKind::Shard,
+            key: ShardKey::new(1, 2, 3),
+            meta: ShardMeta::default(),
+            data_bytes: 10,
+            data_crc: crc32c::crc32c(&[7u8; 10]),
+            segment_seq: seq,
+            lsn: 1,
+            born_lsn: 1,
+            device_tag: tag,
+        }
+    }
+
+    /// Writes a header whose version byte is 2, with a valid crc.
+    fn future_header(seq: u64, tag: u64, out: &mut [u8]) {
+        header(seq, tag).encode(out);
+        out[4] = 2;
+        let crc = crc32c::crc32c(&out[..RECORD_HEADER_BYTES - 4]);
+        out[RECORD_HEADER_BYTES - 4..RECORD_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn finds_records_and_skips_other_incarnations_and_devices() {
+        let mut image = vec![0u8; 8 * 512];
+        for (block, seq, tag) in [(1, 5, 9), (2, 4, 9), (3, 5, 8), (4, 5, 9)] {
+            let at = block * 512;
+            header(seq, tag).encode(&mut image[at..]);
+            image[at + RECORD_HEADER_BYTES..at + RECORD_HEADER_BYTES + 10].fill(7);
+        }
+        let mut found = Vec::new();
+        scan(&image, 5, 9, 512, 512, |item| found.push(item));
+        let offsets: Vec<usize> = found
+            .iter()
+            .map(|item| match item {
+                ScanItem::Record {
+                    offset,
+                    data_ok: true,
+                    ..
+                } => *offset,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(offsets, vec![512, 2048]);
+    }
+
+    #[test]
+    fn a_future_version_stops_only_when_it_names_this_segment() {
+        // Regression: a header of another version inside shard payload (or leftovers) was
+        // reported as damage before its segment and device were checked, so one crafted shard
+        // could make every later start-up fail.
+        let mut image = vec![0u8; 4 * 512];
+        future_header(5, 8, &mut image[512..]);
+        future_header(4, 9, &mut image[1024..]);
+        let mut found = Vec::new();
+        scan(&image, 5, 9, 512, 512, |item| found.push(item));
+        assert!(found.is_empty(), "{found:?}");
+        future_header(5, 9, &mut image[1536..]);
+        scan(&image, 5, 9, 512, 512, |item| found.push(item));
+        assert!(matches!(
+            found.as_slice(),
+            [ScanItem::Damaged {
+                offset: 1536,
+                error: HeaderError::Version { found: 2 }
+            }]
+        ));
     }
 }

@@ -187,6 +187,20 @@ impl Superblock {
         }
         let device_bytes = u64_at(bytes, 56);
         let checkpoint_slot_bytes = u64_at(bytes, 72);
+        let slot_ok = checkpoint_slot_bytes > 0
+            && checkpoint_slot_bytes.is_multiple_of(u64::from(block_bytes))
+            && checkpoint_slot_bytes <= device_bytes;
+        if !slot_ok {
+            return Err(SuperblockError::Field {
+                field: "checkpoint_slot_bytes",
+            });
+        }
+        if device_bytes > LOC_DEVICE_BYTES_MAX {
+            return Err(SuperblockError::Field {
+                field: "device_bytes",
+            });
+        }
+        let partition_min = (2 * checkpoint_slot_bytes).saturating_add(segment_bytes);
         let mut partitions = Vec::with_capacity(count);
         for index in 0..count {
             let at = PARTITIONS_OFFSET + index * 16;
@@ -197,7 +211,7 @@ impl Superblock {
             let end = extent.offset.checked_add(extent.bytes);
             if extent.offset < DATA_START_BYTES
                 || end.is_none_or(|end| end > device_bytes)
-                || extent.bytes < 2 * checkpoint_slot_bytes + segment_bytes
+                || extent.bytes < partition_min
                 || !extent.offset.is_multiple_of(SEGMENT_BYTES_MIN)
                 || !extent.bytes.is_multiple_of(SEGMENT_BYTES_MIN)
             {
@@ -287,6 +301,18 @@ mod tests {
     fn tiny_device_is_refused() {
         let error = Superblock::layout(8 << 20, 512, 2, 1 << 20, 1, 1).unwrap_err();
         assert!(matches!(error, LayoutError::TooSmall { .. }));
+    }
+
+    #[test]
+    fn a_huge_checkpoint_slot_is_refused_without_overflow() {
+        // Regression: the partition size check computed 2 * slot + segment before the slot was
+        // validated; a crafted superblock overflowed (a panic in debug, a wrap in release).
+        let sb = Superblock::layout(1 << 30, 4096, 1, 4 << 20, 1, 2).unwrap();
+        let mut bytes = sb.encode();
+        bytes[72..80].copy_from_slice(&(1u64 << 63).to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..CRC_OFFSET]);
+        bytes[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        assert!(Superblock::decode(&bytes).is_err());
     }
 
     proptest! {

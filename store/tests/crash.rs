@@ -51,7 +51,11 @@ fn open(devices: &[Arc<SimDevice>], policy: FormatPolicy, fua: bool) -> Result<C
         })
         .collect::<Result<Vec<_>, String>>()?;
     let (mut store, _) = CoreStore::open(0, NODE, mounted).map_err(|e| format!("open: {e}"))?;
-    store.set_fua(fua);
+    store.set_durability(if fua {
+        ds_store::Durability::Fua
+    } else {
+        ds_store::Durability::Flush
+    });
     Ok(store)
 }
 
