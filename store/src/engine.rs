@@ -254,6 +254,23 @@ impl CoreStore {
 
     /// Stores `data` as shard `key` at `meta.version`, which must be newer than what is stored.
     pub fn submit_put(&mut self, key: ShardKey, meta: ShardMeta, data: &[u8], token: u64) {
+        self.submit_shard(key, meta, false, data, token);
+    }
+
+    /// A put that may replace a record of `key` whose header cannot be read (the cluster's
+    /// repair, after rebuilding the shard from the others of its stripe).
+    pub fn submit_repair(&mut self, key: ShardKey, meta: ShardMeta, data: &[u8], token: u64) {
+        self.submit_shard(key, meta, true, data, token);
+    }
+
+    fn submit_shard(
+        &mut self,
+        key: ShardKey,
+        meta: ShardMeta,
+        repair: bool,
+        data: &[u8],
+        token: u64,
+    ) {
         if data.len() > RECORD_DATA_BYTES_MAX {
             let error = PutError::TooLarge {
                 bytes: data.len(),
@@ -262,15 +279,7 @@ impl CoreStore {
             self.emit(token, Outcome::Put(Err(error)));
             return;
         }
-        self.submit_write(
-            key,
-            OpKind::Put {
-                meta,
-                repair: false,
-            },
-            data,
-            token,
-        );
+        self.submit_write(key, OpKind::Put { meta, repair }, data, token);
     }
 
     /// A buffer for [`CoreStore::submit_put_buf`] with room for `data_bytes` of data at
@@ -336,20 +345,6 @@ impl CoreStore {
             return;
         }
         self.start(op, None);
-    }
-
-    /// A put that may replace a record of `key` whose header cannot be read (the cluster's
-    /// repair, after rebuilding the shard from the others of its stripe).
-    pub fn submit_repair(&mut self, key: ShardKey, meta: ShardMeta, data: &[u8], token: u64) {
-        if data.len() > RECORD_DATA_BYTES_MAX {
-            let error = PutError::TooLarge {
-                bytes: data.len(),
-                max: RECORD_DATA_BYTES_MAX,
-            };
-            self.emit(token, Outcome::Put(Err(error)));
-            return;
-        }
-        self.submit_write(key, OpKind::Put { meta, repair: true }, data, token);
     }
 
     /// Records that `key` is deleted as of `version`.
