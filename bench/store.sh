@@ -2,8 +2,9 @@
 # Shard store throughput beside fio on the same file, in one run, on this machine:
 #   1 MiB sequential appends    vs  fio O_DIRECT sequential write, bs=1M, same queue depth
 #   4 KiB shard random reads    vs  fio O_DIRECT random read,      bs=4k, same queue depth
-#   4 KiB records (4000-byte shard + header = 4096 bytes on disk) likewise
-# fio and ds alternate ROUNDS times (a virtual disk drifts); medians are compared.
+#   4 KiB records (a 4000-byte shard + its 96-byte header = 4096 bytes on disk) likewise
+# Reads run on shards written beforehand (--keep), adaptive and busy polling. fio and ds
+# alternate ROUNDS times (a virtual disk drifts a lot); medians are compared.
 # Prints one JSON object with every figure and the ratios. Usage:
 #   bench/store.sh [SECONDS] [ROUNDS] [FILE]    (defaults: 5, 3, target/bench/store.img)
 set -euo pipefail
@@ -26,14 +27,24 @@ fio_run() {
     --size=$size --time_based --runtime="$seconds" "$@" \
     | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(json.dumps({"read_iops":j["read"]["iops"],"write_mb_per_second":j["write"]["bw_bytes"]/1e6}))'
 }
+ds_read() {
+  $bin bench -d "$file" --json --op read --size "$1" --depth $read_depth --seconds "$seconds" --keep --poll "$2"
+}
 results=()
 for round in $(seq "$rounds"); do
-  echo "bench: round $round/$rounds" >&2
+  echo "bench: writes, round $round/$rounds" >&2
   results+=("fio_write $(fio_run --rw=write --bs=1M --iodepth=$write_depth)")
   results+=("ds_append $($bin bench -d "$file" --json --op append --size 1M --depth $write_depth --seconds "$seconds" --create $size)")
-  results+=("fio_read $(fio_run --rw=randread --bs=4k --iodepth=$read_depth)")
-  results+=("ds_read_4k $($bin bench -d "$file" --json --op read --size 4K --depth $read_depth --seconds "$seconds" --fill 2G)")
-  results+=("ds_read_4000 $($bin bench -d "$file" --json --op read --size 4000 --depth $read_depth --seconds "$seconds" --fill 2G)")
+done
+for shard in 4K 4000; do
+  echo "bench: writing 2 GiB of $shard shards" >&2
+  $bin bench -d "$file" --json --op read --size $shard --depth $read_depth --seconds 0 --fill 2G >/dev/null
+  for round in $(seq "$rounds"); do
+    echo "bench: $shard reads, round $round/$rounds" >&2
+    results+=("fio_read_$shard $(fio_run --rw=randread --bs=4k --iodepth=$read_depth)")
+    results+=("ds_read_${shard}_adaptive $(ds_read $shard adaptive)")
+    results+=("ds_read_${shard}_busy $(ds_read $shard busy)")
+  done
 done
 
 printf '%s\n' "${results[@]}" | python3 -c '
@@ -42,25 +53,22 @@ runs = {}
 for line in sys.stdin:
     name, blob = line.split(" ", 1)
     runs.setdefault(name, []).append(json.loads(blob))
-med = lambda name, field: statistics.median(r[field] for r in runs[name])
-last = lambda name: runs[name][-1]["latency_us"]
-fio_write = med("fio_write", "write_mb_per_second")
-fio_read = med("fio_read", "read_iops")
-append = med("ds_append", "mb_per_second")
-read4k = med("ds_read_4k", "ops_per_second")
-read4000 = med("ds_read_4000", "ops_per_second")
-print(json.dumps({
-    "rounds": len(runs["fio_write"]),
-    "fio_seq_write_1m_mb_per_s": round(fio_write),
-    "ds_append_1m_mb_per_s": round(append),
-    "append_ratio": round(append / fio_write, 3),
-    "ds_append_latency_us": last("ds_append"),
-    "fio_randread_4k_iops": round(fio_read),
-    "ds_read_4k_shard_iops": round(read4k),
-    "read_4k_shard_ratio": round(read4k / fio_read, 3),
-    "ds_read_4k_shard_latency_us": last("ds_read_4k"),
-    "ds_read_4k_record_iops": round(read4000),
-    "read_4k_record_ratio": round(read4000 / fio_read, 3),
-    "all_runs": {k: [round(r.get("mb_per_second") or r.get("write_mb_per_second") or 0) if k in ("fio_write","ds_append") else round(r.get("ops_per_second") or r.get("read_iops")) for r in v] for k, v in runs.items()},
-}, indent=2))
+def med(name):
+    return statistics.median(r.get("mb_per_second", r.get("write_mb_per_second")) if "write" in name or "append" in name
+                             else r.get("ops_per_second", r.get("read_iops")) for r in runs[name])
+out = {"rounds": len(runs["fio_write"]), "seconds_per_run": runs["ds_append"][0]["seconds"]}
+out["fio_seq_write_1m_mb_per_s"] = round(med("fio_write"))
+out["ds_append_1m_mb_per_s"] = round(med("ds_append"))
+out["append_ratio"] = round(med("ds_append") / med("fio_write"), 3)
+out["ds_append_latency_us_last"] = runs["ds_append"][-1]["latency_us"]
+for shard in ("4K", "4000"):
+    fio = med("fio_read_" + shard)
+    out["fio_randread_4k_iops_beside_" + shard] = round(fio)
+    for mode in ("adaptive", "busy"):
+        name = "ds_read_%s_%s" % (shard, mode)
+        out[name + "_iops"] = round(med(name))
+        out[name + "_ratio"] = round(med(name) / fio, 3)
+        out[name + "_latency_us_last"] = runs[name][-1]["latency_us"]
+out["all_runs"] = {k: [round(r.get("mb_per_second") or r.get("write_mb_per_second") or r.get("ops_per_second") or r.get("read_iops") or 0) for r in v] for k, v in runs.items()}
+print(json.dumps(out, indent=2))
 '

@@ -46,9 +46,32 @@ pub struct BenchArgs {
     /// Use io_uring SQPOLL.
     #[arg(long)]
     pub sqpoll: bool,
+    /// `busy` polls without ever blocking (SPDK-style, a full core); `adaptive` spins 50 µs,
+    /// then blocks on the device.
+    #[arg(long, value_enum, default_value = "adaptive")]
+    pub poll: PollMode,
+    /// Use the shards a previous read benchmark left on the device instead of formatting and
+    /// filling (reads then run on a device that is not busy writing back the fill).
+    #[arg(long)]
+    pub keep: bool,
     /// How batches become durable.
     #[arg(long, value_enum, default_value = "auto")]
     pub durability: DurabilityArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PollMode {
+    Busy,
+    Adaptive,
+}
+
+impl PollMode {
+    fn spin(self) -> Duration {
+        match self {
+            PollMode::Busy => Duration::MAX,
+            PollMode::Adaptive => ADAPTIVE_SPIN,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,8 +97,12 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
     let mut store = LocalStore::open(&OpenSpec {
         paths: devices.to_vec(),
         create_bytes: Some(crate::cli::parse_size(&args.create)?),
-        policy: FormatPolicy::Always,
-        format: Some(FormatOptions {
+        policy: if args.keep {
+            FormatPolicy::Never
+        } else {
+            FormatPolicy::Always
+        },
+        format: (!args.keep).then(|| FormatOptions {
             block_bytes: args.block,
             ..FormatOptions::new(1, rand::random())
         }),
@@ -83,25 +110,33 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
         durability: args.durability.into(),
     })?;
     let core = &mut store.cores[0];
+    let spin = args.poll.spin();
     let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
     let device_bytes: u64 = store.devices.iter().map(|d| d.info().size_bytes).sum();
     let mut written = 0u64;
-    if let BenchOp::Read = args.op {
+    if args.keep {
+        // Shards of an earlier `--op read` run: its keys are 0..len.
+        written = core.len() as u64;
+        anyhow::ensure!(
+            written > 0,
+            "--keep: the device holds no shards; run once without it"
+        );
+    } else if let BenchOp::Read = args.op {
         let fill = match &args.fill {
             Some(text) => crate::cli::parse_size(text)?,
             None => device_bytes / 2,
         };
         let count = (fill / size.max(1) as u64).max(1);
         let bar = progress(count, "filling");
-        written = pump(
-            core,
-            args.depth,
-            count,
-            |n| Request::Put(key(n)),
-            &data,
-            &bar,
-        )?
-        .0;
+        let make = |n| Request::Put(key(n));
+        let tick = |done| bar.set_position(done);
+        let load = Load {
+            depth: args.depth,
+            count: Some(count),
+            deadline: None,
+            spin,
+        };
+        written = drive(core, load, make, &data, tick)?.0;
         bar.finish_and_clear();
     }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -113,20 +148,27 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
     let (ops, histogram) = match args.op {
         BenchOp::Append => drive(
             core,
-            args.depth,
-            Some(append_max),
-            Some(deadline),
+            Load {
+                depth: args.depth,
+                count: Some(append_max),
+                deadline: Some(deadline),
+                spin,
+            },
             |n| Request::Put(key(1 << 40 | n)),
             &data,
             |_| bar.set_position(started.elapsed().as_secs()),
         )?,
-        BenchOp::Read => pump_until(
+        BenchOp::Read => drive(
             core,
-            args.depth,
-            deadline,
+            Load {
+                depth: args.depth,
+                count: None,
+                deadline: Some(deadline),
+                spin,
+            },
             |_| Request::Get(key(rng.gen_range(0..written))),
             &data,
-            &bar,
+            |_| bar.set_position(started.elapsed().as_secs()),
         )?,
     };
     bar.finish_and_clear();
@@ -146,6 +188,7 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
             "p999": histogram.value_at_quantile(0.999),
         },
         "write_amplification": core.stats().write_amplification(),
+        "poll": format!("{:?}", args.poll).to_lowercase(),
     });
     if json {
         println!("{report}");
@@ -155,8 +198,8 @@ pub fn run(devices: &[PathBuf], args: &BenchArgs, json: bool) -> anyhow::Result<
     Ok(0)
 }
 
-/// How long a core polls without completions before it blocks on the devices.
-const SPIN: Duration = Duration::from_micros(50);
+/// How long a core polls without completions before it blocks, in the adaptive mode.
+pub(crate) const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 
 pub(crate) enum Request {
     Put(ShardKey),
@@ -178,43 +221,32 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn pump(
-    core: &mut CoreStore,
-    depth: usize,
-    count: u64,
-    make: impl FnMut(u64) -> Request,
-    data: &[u8],
-    bar: &ProgressBar,
-) -> anyhow::Result<(u64, Histogram<u64>)> {
-    drive(core, depth, Some(count), None, make, data, |done| {
-        bar.set_position(done)
-    })
-}
-
-fn pump_until(
-    core: &mut CoreStore,
-    depth: usize,
-    deadline: Instant,
-    make: impl FnMut(u64) -> Request,
-    data: &[u8],
-    bar: &ProgressBar,
-) -> anyhow::Result<(u64, Histogram<u64>)> {
-    let started = Instant::now();
-    drive(core, depth, None, Some(deadline), make, data, |_| {
-        bar.set_position(started.elapsed().as_secs())
-    })
-}
-
 /// Keeps `depth` requests in flight until `count` are done or `deadline` passes.
+/// How hard and how long [`drive`] pushes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Load {
+    /// Requests in flight.
+    pub depth: usize,
+    /// Stop after this many requests.
+    pub count: Option<u64>,
+    pub deadline: Option<Instant>,
+    /// Polling without completions this long blocks on the devices.
+    pub spin: Duration,
+}
+
 pub(crate) fn drive(
     core: &mut CoreStore,
-    depth: usize,
-    count: Option<u64>,
-    deadline: Option<Instant>,
+    load: Load,
     mut make: impl FnMut(u64) -> Request,
     data: &[u8],
     mut tick: impl FnMut(u64),
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let Load {
+        depth,
+        count,
+        deadline,
+        spin,
+    } = load;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut started: HashMap<u64, Instant> = HashMap::new();
     let mut events: Vec<Event> = Vec::new();
@@ -273,7 +305,7 @@ pub(crate) fn drive(
         } else if idle_since.is_none() {
             idle_since = Some(Instant::now());
         }
-        if idle_since.is_some_and(|since| since.elapsed() >= SPIN) {
+        if idle_since.is_some_and(|since| since.elapsed() >= spin) {
             core.wait(Duration::from_micros(200));
         }
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Args;
 use ds_store::{FormatOptions, FormatPolicy};
 
-use super::bench::{drive, key, progress, Request};
+use super::bench::{drive, key, progress, Load, Request, ADAPTIVE_SPIN};
 use crate::local::{LocalStore, OpenSpec};
 
 #[derive(Args, Debug, Clone)]
@@ -47,11 +47,15 @@ fn fill(devices: &[PathBuf], args: &CapacityArgs) -> anyhow::Result<(LocalStore,
     let bar = progress(count, "storing");
     let started = Instant::now();
     let core = &mut store.cores[0];
+    let load = Load {
+        depth: args.depth,
+        count: Some(count),
+        deadline: None,
+        spin: ADAPTIVE_SPIN,
+    };
     let (done, _) = drive(
         core,
-        args.depth,
-        Some(count),
-        None,
+        load,
         |n| Request::Put(key(n)),
         &data,
         |n| bar.set_position(n),
@@ -112,11 +116,15 @@ pub fn run_recovery(devices: &[PathBuf], args: &CapacityArgs) -> anyhow::Result<
     let tail = done / 10;
     let data = vec![0x5a_u8; crate::cli::parse_size(&args.size)? as usize];
     let core = &mut store.cores[0];
+    let load = Load {
+        depth: args.depth,
+        count: Some(tail),
+        deadline: None,
+        spin: ADAPTIVE_SPIN,
+    };
     drive(
         core,
-        args.depth,
-        Some(tail),
-        None,
+        load,
         |n| Request::Put(key(1 << 40 | n)),
         &data,
         |_| {},

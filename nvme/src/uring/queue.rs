@@ -94,6 +94,9 @@ impl UringQueue {
         let mut builder = IoUring::builder();
         if let Some(idle) = sqpoll_idle_ms {
             builder.setup_sqpoll(idle);
+        } else {
+            // The owning core reaps the queue itself, so completions need not interrupt it.
+            builder.setup_coop_taskrun();
         }
         // The SQ has room for the whole table, so a push never finds it full; the CQ is twice
         // that by default, so it never overflows.
