@@ -42,6 +42,8 @@ for shard in 4K 4000; do
   for round in $(seq "$rounds"); do
     echo "bench: $shard reads, round $round/$rounds" >&2
     results+=("fio_read_$shard $(fio_run --rw=randread --bs=4k --iodepth=$read_depth)")
+    # The same transfer as one ds read of a 4 KiB shard: 96 + 4096 bytes rounded to 4608.
+    [ $shard = 4K ] && results+=("fio_read_4608 $(fio_run --rw=randread --bs=4608 --blockalign=512 --iodepth=$read_depth)")
     results+=("ds_read_${shard}_adaptive $(ds_read $shard adaptive)")
     results+=("ds_read_${shard}_busy $(ds_read $shard busy)")
   done
@@ -53,9 +55,12 @@ runs = {}
 for line in sys.stdin:
     name, blob = line.split(" ", 1)
     runs.setdefault(name, []).append(json.loads(blob))
+def figure(name, r):
+    if "write" in name or "append" in name:
+        return r.get("mb_per_second", r.get("write_mb_per_second"))
+    return r.get("ops_per_second", r.get("read_iops"))
 def med(name):
-    return statistics.median(r.get("mb_per_second", r.get("write_mb_per_second")) if "write" in name or "append" in name
-                             else r.get("ops_per_second", r.get("read_iops")) for r in runs[name])
+    return statistics.median(figure(name, r) for r in runs[name])
 out = {"rounds": len(runs["fio_write"]), "seconds_per_run": runs["ds_append"][0]["seconds"]}
 out["fio_seq_write_1m_mb_per_s"] = round(med("fio_write"))
 out["ds_append_1m_mb_per_s"] = round(med("ds_append"))
@@ -69,6 +74,9 @@ for shard in ("4K", "4000"):
         out[name + "_iops"] = round(med(name))
         out[name + "_ratio"] = round(med(name) / fio, 3)
         out[name + "_latency_us_last"] = runs[name][-1]["latency_us"]
-out["all_runs"] = {k: [round(r.get("mb_per_second") or r.get("write_mb_per_second") or r.get("ops_per_second") or r.get("read_iops") or 0) for r in v] for k, v in runs.items()}
+        if shard == "4K":
+            out[name + "_ratio_to_fio_4608"] = round(med(name) / med("fio_read_4608"), 3)
+out["fio_randread_4608_iops"] = round(med("fio_read_4608"))
+out["all_runs"] = {k: [round(figure(k, r)) for r in v] for k, v in runs.items()}
 print(json.dumps(out, indent=2))
 '
