@@ -2,9 +2,12 @@
 //! head and marking the segment free. Also empties a device that is being removed.
 //!
 //! Steps: read the whole segment; walk it; copy each live record through the normal append path
-//! (so copies are group-committed and acknowledged like client writes); drop tombstones nothing
-//! older can resurrect; once every copy is durable, write a FREE marker into the segment header,
-//! flush, and only then let the segment be reused.
+//! (so copies are group-committed and acknowledged like client writes); a live record whose data
+//! fails its checksum is replaced by a DAMAGED marker at its version, so no older version can win
+//! later; once every copy is durable, write a FREE marker into the segment header and flush. Only
+//! then do index entries go that point into the segment (tombstones nothing older can resurrect,
+//! entries to unreadable records), and only then is the segment reused. A compaction that fails
+//! leaves its segment out of later picks until compaction is asked for again.
 
 use ds_nvme::{Completion, IoRequest};
 
@@ -33,8 +36,10 @@ pub(crate) struct Compaction {
     seq: u64,
     image: Option<ds_nvme::DmaBuf>,
     step: Step,
-    /// Live records found by the walk, as (offset in image, loc), not yet turned into copies.
-    todo: Vec<(usize, Loc)>,
+    /// Live records found by the walk, as (offset in image, loc, data intact), not yet copied.
+    todo: Vec<(usize, Loc, bool)>,
+    /// Index entries to remove once the segment is free on disk: (key, fingerprint, loc).
+    drops: Vec<(crate::key::ShardKey, u64, Loc)>,
     copies_pending: usize,
     failed: bool,
 }
@@ -46,9 +51,32 @@ impl Compaction {
 }
 
 impl CoreStore {
-    /// Asks for compaction of every segment with dead bytes, whatever the free space.
+    /// Asks for compaction of every segment that has dead bytes now, whatever the free space.
+    /// Segments whose compaction failed are tried again.
     pub fn request_compaction(&mut self) {
-        self.compact_eagerly = true;
+        self.compact_eagerly = Some(self.seq_next);
+        for member in self.members.iter_mut().flatten() {
+            for info in member.segments.iter_mut() {
+                info.compaction_failed = false;
+            }
+        }
+    }
+
+    /// Gives up the compaction in progress; its segment is not picked again until asked.
+    fn abandon_compaction(&mut self, why: &str) {
+        let compaction = self.compaction.take().expect("compaction");
+        tracing::error!(
+            slot = compaction.slot,
+            segment = compaction.segment,
+            why,
+            "compaction abandoned"
+        );
+        if let Some(image) = compaction.image {
+            self.bufs.give(image);
+        }
+        if let Some(member) = self.members[usize::from(compaction.slot)].as_mut() {
+            member.segments[compaction.segment as usize].compaction_failed = true;
+        }
     }
 
     /// Moves compaction on; called from every poll.
@@ -60,22 +88,12 @@ impl CoreStore {
         match compaction.step {
             Step::Reading | Step::Marking | Step::Flushing => {}
             Step::Copying => self.issue_copies(),
-            Step::Releasing => {
-                let slot = usize::from(compaction.slot);
-                let segment = compaction.segment as usize;
-                let member = self.members[slot].as_mut().expect("member");
-                if member.segments[segment].readers == 0 {
-                    member.segments[segment] = crate::segment::SegmentInfo::free();
-                    member.recount_free();
-                    self.stats.compactions += 1;
-                    self.compaction = None;
-                }
-            }
+            Step::Releasing => self.release_segment(),
         }
     }
 
     fn start_compaction(&mut self) {
-        let wanted = self.compact_eagerly
+        let wanted = self.compact_eagerly.is_some()
             || self
                 .members
                 .iter()
@@ -85,7 +103,7 @@ impl CoreStore {
             return;
         }
         let Some((slot, segment)) = self.pick_compaction() else {
-            self.compact_eagerly = false;
+            self.compact_eagerly = None;
             return;
         };
         let member = self.members[slot].as_mut().expect("member");
@@ -106,6 +124,7 @@ impl CoreStore {
             image: None,
             step: Step::Reading,
             todo: Vec::new(),
+            drops: Vec::new(),
             copies_pending: 0,
             failed: false,
         });
@@ -119,7 +138,7 @@ impl CoreStore {
             let Some(member) = member else { continue };
             let low = member.low_on_space();
             for (segment, info) in member.segments.iter().enumerate() {
-                if info.state != SegmentState::Sealed {
+                if info.state != SegmentState::Sealed || info.compaction_failed {
                     continue;
                 }
                 let busy = member.batches.iter().any(|b| b.segment == segment as u32)
@@ -130,10 +149,10 @@ impl CoreStore {
                 if busy {
                     continue;
                 }
-                let dead = member.segment_bytes() - info.live_bytes;
+                let dead = info.dead_bytes;
                 let worth = dead * 100 >= member.segment_bytes() * COMPACTION_DEAD_PERCENT_MIN;
-                let wanted =
-                    member.draining || (self.compact_eagerly && dead > 0) || (low && worth);
+                let asked = self.compact_eagerly.is_some_and(|bound| info.seq < bound) && dead > 0;
+                let wanted = member.draining || asked || (low && worth);
                 if !wanted {
                     continue;
                 }
@@ -150,10 +169,9 @@ impl CoreStore {
         let buf = completion.buf.expect("compaction buffer");
         let compaction = self.compaction.as_mut().expect("compaction");
         if let Err(error) = completion.result {
-            tracing::error!(segment = compaction.segment, %error, "compaction read failed");
             self.stats.read_errors += 1;
             self.bufs.give(buf);
-            self.compaction = None;
+            self.abandon_compaction(&format!("reading the segment failed: {error}"));
             return;
         }
         let slot = compaction.slot;
@@ -177,7 +195,7 @@ impl CoreStore {
             .unwrap_or(u64::MAX);
         let mut todo = Vec::new();
         let mut candidates = Vec::new();
-        let mut dropped = Vec::new();
+        let mut drops = Vec::new();
         let mut corrupt = 0u64;
         let tag = member.sb.device_uuid as u64;
         scan(buf.as_slice(), seq, tag, block, block, |item| {
@@ -200,34 +218,26 @@ impl CoreStore {
             }
             if !data_ok {
                 corrupt += 1;
-                dropped.push((fp, loc));
-            } else if tombstone
-                && header.born_lsn < oldest_elsewhere
-                && !self.busy.contains(&header.key)
-            {
-                self.stats.tombstones_dropped += 1;
-                dropped.push((fp, loc));
+                todo.push((offset, loc, false));
+            } else if tombstone && header.born_lsn < oldest_elsewhere {
+                drops.push((header.key, fp, loc));
             } else {
-                todo.push((offset, loc));
+                todo.push((offset, loc, true));
             }
         });
-        for (fp, loc) in dropped {
-            let removed = self.index.remove(fp, loc.bits());
-            assert!(removed);
-            self.add_live(loc, -1);
-        }
         if corrupt > 0 {
             tracing::error!(
                 slot,
                 segment,
                 corrupt,
-                "compaction dropped corrupt live records"
+                "compaction found corrupt live records; marked damaged"
             );
             self.stats.compaction_corrupt += corrupt;
         }
         let compaction = self.compaction.as_mut().expect("compaction");
         todo.reverse();
         compaction.todo = todo;
+        compaction.drops = drops;
         compaction.image = Some(buf);
         compaction.step = Step::Copying;
         self.issue_copies();
@@ -247,19 +257,23 @@ impl CoreStore {
             if inflight >= OPS_INFLIGHT_MAX / 2 {
                 return;
             }
-            let (offset, loc) = compaction.todo.pop().expect("todo");
+            let (offset, loc, intact) = compaction.todo.pop().expect("todo");
             compaction.copies_pending += 1;
             let image = compaction.image.as_ref().expect("image").as_slice();
             let header = crate::record::RecordHeader::decode(&image[offset..]).expect("walked");
-            let op = self.new_copy_op(
-                header.key,
-                OpKind::Copy {
-                    old: loc,
-                    header,
-                    source: offset,
-                },
-            );
-            self.op_mut(op).data_bytes = header.data_bytes as usize;
+            let kind = OpKind::Copy {
+                old: loc,
+                header,
+                source: offset,
+                damaged: !intact,
+            };
+            let op = self.new_copy_op(header.key, kind);
+            // A damaged record moves as a marker without data: its bytes are not worth keeping.
+            self.op_mut(op).data_bytes = if intact {
+                header.data_bytes as usize
+            } else {
+                0
+            };
             if self.busy.contains(&header.key) {
                 self.op_mut(op).stage = Stage::Deferred;
                 self.deferred.push_back(op);
@@ -292,22 +306,11 @@ impl CoreStore {
         }
         let compaction = self.compaction.as_mut().expect("compaction");
         if compaction.failed {
-            tracing::warn!(
-                segment = compaction.segment,
-                "compaction abandoned after a failed copy"
-            );
-            self.compaction = None;
+            self.abandon_compaction("a copy failed");
             return;
         }
         let (slot, segment, seq) = (compaction.slot, compaction.segment, compaction.seq);
         compaction.step = Step::Marking;
-        let member = self.members[usize::from(slot)].as_ref().expect("member");
-        let live = member.segments[segment as usize].live_bytes;
-        if live != 0 {
-            // Entries the walk could not find (a damaged header): they point at bytes about to
-            // be reused, so they go, and the loss is counted.
-            self.drop_entries_into(slot, segment);
-        }
         let member = self.members[usize::from(slot)].as_mut().expect("member");
         let block = member.block_bytes() as usize;
         let mut buf = self.bufs.take(block);
@@ -327,6 +330,40 @@ impl CoreStore {
             IoRequest::write(buf, offset, block),
             token(Purpose::Read, slot, id),
         );
+    }
+
+    /// The segment is free on disk: once no read is in flight into it and no write holds a key
+    /// whose entry goes, remove the entries that point into it and let it be reused.
+    fn release_segment(&mut self) {
+        let compaction = self.compaction.as_ref().expect("compaction");
+        let (slot, segment) = (compaction.slot, compaction.segment);
+        let member = self.members[usize::from(slot)].as_ref().expect("member");
+        let waiting = member.segments[segment as usize].readers > 0
+            || compaction
+                .drops
+                .iter()
+                .any(|(key, ..)| self.busy.contains(key));
+        if waiting {
+            return;
+        }
+        let drops = std::mem::take(&mut self.compaction.as_mut().expect("compaction").drops);
+        for (_, fp, loc) in drops {
+            if self.index.remove(fp, loc.bits()) {
+                self.add_live(loc, -1);
+                self.stats.tombstones_dropped += 1;
+            }
+        }
+        let member = self.members[usize::from(slot)].as_ref().expect("member");
+        if member.segments[segment as usize].live_bytes != 0 {
+            // Entries the walk could not find (a damaged header): they point at bytes about to
+            // be reused, so they go, and the loss is counted.
+            self.drop_entries_into(slot, segment);
+        }
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
+        member.segments[segment as usize] = crate::segment::SegmentInfo::free();
+        member.recount_free();
+        self.stats.compactions += 1;
+        self.compaction = None;
     }
 
     fn drop_entries_into(&mut self, slot: u8, segment: u32) {
@@ -359,8 +396,7 @@ impl CoreStore {
         }
         let compaction = self.compaction.as_mut().expect("compaction");
         if let Err(error) = completion.result {
-            tracing::error!(segment = compaction.segment, %error, "writing the FREE marker failed");
-            self.compaction = None;
+            self.abandon_compaction(&format!("writing the FREE marker failed: {error}"));
             return;
         }
         compaction.step = Step::Flushing;
@@ -371,12 +407,10 @@ impl CoreStore {
     }
 
     pub(crate) fn handle_compaction_flushed(&mut self, completion: Completion) {
-        let compaction = self.compaction.as_mut().expect("compaction");
         if let Err(error) = completion.result {
-            tracing::error!(segment = compaction.segment, %error, "flushing the FREE marker failed");
-            self.compaction = None;
+            self.abandon_compaction(&format!("flushing the FREE marker failed: {error}"));
             return;
         }
-        compaction.step = Step::Releasing;
+        self.compaction.as_mut().expect("compaction").step = Step::Releasing;
     }
 }

@@ -102,11 +102,13 @@ pub(crate) enum OpKind {
         version: u64,
     },
     Get,
-    /// Compaction moving a live record: `source` is its offset in the compaction buffer.
+    /// Compaction moving a live record: `source` is its offset in the compaction buffer;
+    /// `damaged`: its data failed the checksum, so a DAMAGED marker moves instead.
     Copy {
         old: Loc,
         header: RecordHeader,
         source: usize,
+        damaged: bool,
     },
 }
 
@@ -176,8 +178,11 @@ pub struct CoreStore {
     pub(crate) bufs: BufCache,
     pub(crate) stats: StoreStats,
     pub(crate) compaction: Option<crate::compaction::Compaction>,
-    pub(crate) compact_eagerly: bool,
+    /// Compaction was asked for: segments with a sequence below this one are due.
+    pub(crate) compact_eagerly: Option<u64>,
     next_token: u64,
+    /// Devices whose records recovery is merging now (their live bytes are counted at the end).
+    pub(crate) recovering: Vec<u8>,
     /// How batches become durable (see [`CoreStore::set_durability`]).
     pub(crate) durability: Durability,
 }
@@ -203,9 +208,10 @@ impl CoreStore {
             bufs: BufCache::new(),
             stats: StoreStats::default(),
             compaction: None,
-            compact_eagerly: false,
+            compact_eagerly: None,
             next_token: 1 << 63,
             durability: Durability::Auto,
+            recovering: Vec::new(),
         }
     }
 
@@ -582,6 +588,7 @@ impl CoreStore {
     pub fn is_idle(&self) -> bool {
         self.inflight() == 0
             && self.compaction.is_none()
+            && self.compact_eagerly.is_none()
             && self.members.iter().flatten().all(Member::is_idle)
     }
 
@@ -797,11 +804,19 @@ impl CoreStore {
                 self.stats.get_bytes += u64::from(header.data_bytes);
                 Ok(GetDone { header, buf })
             }
-            (Some(_), buf) => {
+            (Some((loc, header)), buf) => {
                 if let Some(buf) = buf {
                     self.bufs.give(buf);
                 }
-                Err(GetError::NotFound)
+                if header.kind == RecordKind::Damaged {
+                    Err(GetError::Corrupt {
+                        device: loc.device(),
+                        offset: loc.offset(),
+                        reason: CorruptReason::Marked,
+                    })
+                } else {
+                    Err(GetError::NotFound)
+                }
             }
             (None, _) => match (done.corrupt, done.read_error) {
                 (Some((loc, reason)), _) => Err(GetError::Corrupt {
@@ -847,7 +862,15 @@ impl CoreStore {
         self.op_mut(op).replaces = replaces;
         let entry = self.op(op);
         if let Some((_, header)) = entry.matched {
-            if header.meta.version >= offered {
+            // A repair may rewrite a damaged marker at the marker's own version.
+            let repairs_marker = header.kind == RecordKind::Damaged
+                && matches!(entry.kind, OpKind::Put { repair: true, .. });
+            let stale = if repairs_marker {
+                header.meta.version > offered
+            } else {
+                header.meta.version >= offered
+            };
+            if stale {
                 let error = PutError::Stale {
                     key: entry.key,
                     current: header.meta.version,
@@ -887,6 +910,11 @@ impl CoreStore {
                 },
                 None,
             ),
+            OpKind::Copy {
+                damaged: true,
+                header,
+                ..
+            } => (RecordKind::Damaged, header.meta, None),
             OpKind::Copy { header, .. } => (header.kind, header.meta, Some(header.born_lsn)),
             OpKind::Get => unreachable!("gets are not appended"),
         };
@@ -947,6 +975,7 @@ impl CoreStore {
         let record = &mut batch.buf.as_mut_slice()[at..at + disk_bytes as usize];
         let entry = self.ops[op].as_mut().expect("live op");
         let source: &[u8] = match (&entry.kind, data, entry.staged.as_ref()) {
+            (OpKind::Copy { damaged: true, .. }, _, _) => &[],
             (OpKind::Copy { source, .. }, _, _) => {
                 let compaction = self.compaction.as_ref().expect("compaction in progress");
                 let start = source + RECORD_HEADER_BYTES;
@@ -1070,15 +1099,10 @@ impl CoreStore {
             OpKind::Get => unreachable!("gets are not written"),
         }
         match done.replaces {
-            Some(old) => {
-                let replaced = self.index.replace(fp, old.bits(), new.bits());
-                assert!(
-                    replaced,
-                    "index entry of {} vanished while it was locked",
-                    done.key
-                );
-                self.add_live(old, -1);
-            }
+            // Compaction may have dropped an entry to an unreadable record meanwhile (the only
+            // entry it drops without the key's lock): then the new record simply joins.
+            Some(old) if self.index.replace(fp, old.bits(), new.bits()) => self.add_live(old, -1),
+            Some(_) => self.index.insert(fp, new.bits()),
             None => self.index.insert(fp, new.bits()),
         }
         self.release(done.key);
@@ -1144,6 +1168,7 @@ impl CoreStore {
                 "live bytes of segment {segment} underflow"
             );
             info.live_bytes -= loc.len();
+            info.dead_bytes += loc.len();
         }
     }
 

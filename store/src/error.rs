@@ -61,4 +61,7 @@ pub enum CorruptReason {
     Header(HeaderError),
     #[error("data checksum mismatch")]
     DataChecksum,
+    /// Found corrupt earlier (by compaction) and kept as a marker until repair rewrites it.
+    #[error("marked damaged, awaiting repair")]
+    Marked,
 }

@@ -287,6 +287,8 @@ impl Member {
             lsn_min: u64::MAX,
             readers: 0,
             header_durable: false,
+            dead_bytes: 0,
+            compaction_failed: false,
         };
         self.free_count -= 1;
         self.head = Some(segment);

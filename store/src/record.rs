@@ -20,6 +20,9 @@ pub enum RecordKind {
     Shard = 1,
     /// The shard was deleted at this version; no data.
     Tombstone = 2,
+    /// The shard at this version was found corrupt; no data. Reads say corrupt, older versions
+    /// stay shadowed, and only a repair write replaces it.
+    Damaged = 3,
 }
 
 /// What the erasure code needs to rebuild a stripe from its shards alone.
@@ -120,6 +123,7 @@ impl RecordHeader {
         let kind = match bytes[5] {
             1 => RecordKind::Shard,
             2 => RecordKind::Tombstone,
+            3 => RecordKind::Damaged,
             _ => return Err(HeaderError::Field { field: "kind" }),
         };
         let data_bytes = u32_at(bytes, 12);
@@ -128,7 +132,7 @@ impl RecordHeader {
                 field: "data_bytes",
             });
         }
-        if kind == RecordKind::Tombstone && data_bytes != 0 {
+        if kind != RecordKind::Shard && data_bytes != 0 {
             return Err(HeaderError::Field {
                 field: "data_bytes",
             });

@@ -54,6 +54,8 @@ pub enum OpenError {
     NotIdle { what: &'static str },
     #[error("no device with slot {slot}")]
     NoSuchDevice { slot: u8 },
+    #[error("device {slot} is the last one that takes writes; add another before removing it")]
+    LastDevice { slot: u8 },
     /// The device holds a structure this build cannot read; nothing is touched.
     #[error("{device}: {what}")]
     Format { device: String, what: String },
@@ -129,19 +131,48 @@ impl CoreStore {
         self.members[usize::from(slot)] = Some(member);
         let mut report = RecoveryReport::default();
         if has_data {
-            self.recover(&[slot], &mut report)?;
+            if let Err(error) = self.recover(&[slot], &mut report) {
+                // Leave nothing of a half-merged device behind: its entries go with it.
+                self.forget_device(slot);
+                return Err(error);
+            }
         }
         Ok(slot)
+    }
+
+    /// Removes a device and every index entry that points at it.
+    fn forget_device(&mut self, slot: u8) {
+        let doomed: Vec<(u64, u64)> = self
+            .index
+            .iter()
+            .filter(|&(_, bits)| Loc::from_bits(bits).device() == slot)
+            .collect();
+        for (fp, bits) in doomed {
+            self.index.remove(fp, bits);
+        }
+        self.members[usize::from(slot)] = None;
     }
 
     /// Starts moving everything off device `slot`; it takes no new records from now on.
     /// [`CoreStore::try_detach`] reports when it is empty and detaches it.
     pub fn remove_device(&mut self, slot: u8) -> Result<(), OpenError> {
-        let member = self
+        if self
             .members
-            .get_mut(usize::from(slot))
-            .and_then(Option::as_mut)
-            .ok_or(OpenError::NoSuchDevice { slot })?;
+            .get(usize::from(slot))
+            .and_then(Option::as_ref)
+            .is_none()
+        {
+            return Err(OpenError::NoSuchDevice { slot });
+        }
+        let others = self
+            .members
+            .iter()
+            .flatten()
+            .any(|m| m.slot != slot && m.accepts_writes());
+        if !others {
+            return Err(OpenError::LastDevice { slot });
+        }
+        let member = self.members[usize::from(slot)].as_mut().expect("member");
         member.draining = true;
         member.close_filling(&mut self.bufs);
         if let Some(head) = member.head.take() {
@@ -157,11 +188,12 @@ impl CoreStore {
             return true;
         };
         assert!(member.draining, "device {slot} is not being removed");
-        // A damaged segment cannot be emptied; its records were never served.
-        let empty = member
-            .segments
-            .iter()
-            .all(|s| matches!(s.state, SegmentState::Free | SegmentState::Damaged));
+        // A damaged segment cannot be emptied; its records were never served. A failed device
+        // cannot take FREE markers: once nothing live is left on it, it may go as it is.
+        let empty = member.segments.iter().all(|s| {
+            matches!(s.state, SegmentState::Free | SegmentState::Damaged)
+                || (member.failed && s.live_bytes == 0)
+        });
         let quiet = member.is_idle()
             && self
                 .compaction
@@ -264,6 +296,8 @@ impl CoreStore {
                     lsn_min: 0,
                     readers: 0,
                     header_durable: true,
+                    dead_bytes: 0,
+                    compaction_failed: false,
                 };
             }
         }
@@ -273,6 +307,17 @@ impl CoreStore {
     }
 
     fn recover(&mut self, slots: &[u8], report: &mut RecoveryReport) -> Result<(), OpenError> {
+        self.recovering = slots.to_vec();
+        let result = self.recover_slots(slots, report);
+        self.recovering.clear();
+        result
+    }
+
+    fn recover_slots(
+        &mut self,
+        slots: &[u8],
+        report: &mut RecoveryReport,
+    ) -> Result<(), OpenError> {
         let mut known = Known::new();
         // (seq, slot, segment, start offset within the segment)
         let mut replay: Vec<(u64, u8, u32, u64)> = Vec::new();
@@ -308,6 +353,19 @@ impl CoreStore {
             let loc = Loc::from_bits(bits);
             if slots.contains(&loc.device()) {
                 self.add_live(loc, 1);
+            }
+        }
+        // What a recovered segment holds beyond its live records (dead ones, unused tail) is
+        // what compacting it would reclaim.
+        for &slot in slots {
+            let member = self.members[usize::from(slot)].as_mut().expect("member");
+            let room = member.segment_bytes() - u64::from(member.block_bytes());
+            for info in member
+                .segments
+                .iter_mut()
+                .filter(|s| s.state == SegmentState::Sealed)
+            {
+                info.dead_bytes = room.saturating_sub(info.live_bytes);
             }
         }
         Ok(())
@@ -491,6 +549,11 @@ impl CoreStore {
             }
             if (new.1, new.2) > (old.1, old.2) {
                 self.index.replace(fp, bits, loc.bits());
+                // Live bytes of devices not being recovered were counted already.
+                let replaced = Loc::from_bits(bits);
+                if !self.recovering.contains(&replaced.device()) {
+                    self.add_live(replaced, -1);
+                }
             }
             return Ok(());
         }

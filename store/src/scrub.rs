@@ -92,10 +92,17 @@ impl CoreStore {
                             if matches && data_ok {
                                 entries.remove(&(slot as u8, at));
                             }
-                            if data_ok {
+                            if data_ok && header.kind == RecordKind::Damaged && matches {
+                                (
+                                    at,
+                                    Some(header.key),
+                                    "marked damaged, needs repair".to_string(),
+                                )
+                            } else if data_ok {
                                 return;
+                            } else {
+                                (at, Some(header.key), "data checksum mismatch".to_string())
                             }
-                            (at, Some(header.key), "data checksum mismatch".to_string())
                         }
                         ScanItem::Damaged { offset, error } => {
                             (base + offset as u64, None, format!("header: {error}"))

@@ -111,6 +111,10 @@ pub struct SegmentInfo {
     pub readers: u32,
     /// Its header is on disk for good, so its records may be written.
     pub header_durable: bool,
+    /// Bytes of records that were live here and no longer are (what compaction would reclaim).
+    pub dead_bytes: u64,
+    /// Its last compaction failed: not picked again until compaction is asked for.
+    pub compaction_failed: bool,
 }
 
 impl SegmentInfo {
@@ -123,11 +127,9 @@ impl SegmentInfo {
             lsn_min: u64::MAX,
             readers: 0,
             header_durable: false,
+            dead_bytes: 0,
+            compaction_failed: false,
         }
-    }
-
-    pub fn dead_bytes(&self) -> u64 {
-        self.written_bytes.saturating_sub(self.live_bytes)
     }
 }
 
