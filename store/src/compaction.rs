@@ -42,6 +42,8 @@ pub(crate) struct Compaction {
     drops: Vec<(crate::key::ShardKey, u64, Loc)>,
     copies_pending: usize,
     failed: bool,
+    /// The segment was read a second time because the first read showed damaged records.
+    reread: bool,
 }
 
 impl Compaction {
@@ -127,6 +129,7 @@ impl CoreStore {
             drops: Vec::new(),
             copies_pending: 0,
             failed: false,
+            reread: false,
         });
     }
 
@@ -225,6 +228,19 @@ impl CoreStore {
                 todo.push((offset, loc, true));
             }
         });
+        if corrupt > 0 && !self.compaction.as_ref().expect("compaction").reread {
+            // A flip on the way is not damage on the media: read the segment once more before
+            // turning anything into a DAMAGED marker.
+            let id = self.new_read(ReadIo::CompactionSource);
+            let member = self.members[usize::from(slot)].as_mut().expect("member");
+            let bytes = member.segment_bytes() as usize;
+            member.submit(
+                IoRequest::read(buf, base, bytes),
+                token(Purpose::Read, slot, id),
+            );
+            self.compaction.as_mut().expect("compaction").reread = true;
+            return;
+        }
         if corrupt > 0 {
             tracing::error!(
                 slot,

@@ -21,7 +21,7 @@ pub enum RecordKind {
     /// The shard was deleted at this version; no data.
     Tombstone = 2,
     /// The shard at this version was found corrupt; no data. Reads say corrupt, older versions
-    /// stay shadowed, and only a repair write replaces it.
+    /// stay shadowed; a repair may rewrite it at its own version, any write at a newer one.
     Damaged = 3,
 }
 

@@ -203,6 +203,19 @@ impl CoreStore {
             self.members[usize::from(slot)] = None;
             return true;
         }
+        // A failed device whose every segment was tried: what could be read was copied off;
+        // entries left (tombstones, unreadable records) go with it, for repair to restore.
+        let tried = member.segments.iter().all(|s| {
+            matches!(s.state, SegmentState::Free | SegmentState::Damaged) || s.compaction_failed
+        });
+        if member.failed && tried && quiet {
+            tracing::error!(
+                slot,
+                "detaching a failed device; shards left on it need repair"
+            );
+            self.forget_device(slot);
+            return true;
+        }
         false
     }
 

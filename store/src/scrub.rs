@@ -89,7 +89,8 @@ impl CoreStore {
                             let tombstone = header.kind == RecordKind::Tombstone;
                             let loc = Loc::new(slot as u8, at, disk_bytes as u64, tombstone);
                             let matches = entries.get(&(slot as u8, at)) == Some(&loc.bits());
-                            if matches && data_ok {
+                            let marked = header.kind == RecordKind::Damaged;
+                            if matches && data_ok && !marked {
                                 entries.remove(&(slot as u8, at));
                             }
                             if data_ok && header.kind == RecordKind::Damaged && matches {

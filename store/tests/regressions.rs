@@ -208,3 +208,49 @@ fn a_damaged_segment_header_quarantines_the_segment() {
     let report = store.scrub().unwrap();
     assert!(report.bad.iter().any(|bad| bad.offset == first));
 }
+
+#[test]
+fn a_damaged_marker_is_served_as_corrupt_reported_live_and_repairable() {
+    // Bug: compaction dropped the entry of a live record whose data was corrupt, so an older
+    // version came back after a restart; then scrub reported the marker that replaced it as not
+    // live. A DAMAGED marker now keeps the version, says corrupt, and a repair rewrites it.
+    let device = sim(6, 64 << 20, 4096);
+    let devices: Vec<Arc<dyn Device>> = vec![device.clone()];
+    let mut store = open(&devices, FormatPolicy::IfEmpty);
+    let shard = ShardKey::new(0xdada, 1, 2);
+    store.put(shard, meta(1), &[0x11; 20_000]).unwrap();
+    store.put(shard, meta(2), &[0x22; 20_000]).unwrap();
+    for n in 0..40 {
+        store.put(key(n), meta(1), &[n as u8; 50_000]).unwrap();
+    }
+    let image = device.read_durable(0, 64 << 20);
+    let at = image.windows(64).position(|w| w == [0x22u8; 64]).unwrap();
+    device.corrupt(at as u64 + 5000, 1);
+    store.request_compaction();
+    store.run_until_idle();
+    assert!(store.stats().compaction_corrupt >= 1);
+    for _ in 0..2 {
+        match store.get(shard) {
+            Err(GetError::Corrupt {
+                reason: ds_store::CorruptReason::Marked,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        let report = store.scrub().unwrap();
+        let bad = report
+            .bad
+            .iter()
+            .find(|b| b.key == Some(shard))
+            .expect("reported");
+        assert!(bad.live && bad.reason.contains("marked damaged"), "{bad:?}");
+        assert!(matches!(
+            store.put(shard, meta(1), b"older"),
+            Err(PutError::Stale { .. })
+        ));
+        drop(store);
+        store = open(&devices, FormatPolicy::Never);
+    }
+    store.repair(shard, meta(2), &[0x33; 20_000]).unwrap();
+    assert_eq!(store.get(shard).unwrap().1, vec![0x33; 20_000]);
+}
