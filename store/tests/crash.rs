@@ -5,7 +5,8 @@
 //! - nothing older than the last acknowledged version comes back,
 //! - nothing torn or corrupt is ever returned.
 //!
-//! `DS_CRASH_SEED=N` replays one seed; `DS_CRASH_SEEDS=N` sets how many run (default 1000).
+//! `DS_CRASH_SEED=N` replays one seed; `DS_CRASH_SEEDS=N` sets how many run (default 1000),
+//! `DS_CRASH_FIRST=N` the first of them (default 0).
 
 mod common;
 
@@ -211,9 +212,10 @@ fn acknowledged_writes_survive_simulated_power_loss() {
         return;
     }
     let seeds: u64 = std::env::var("DS_CRASH_SEEDS").map_or(1000, |s| s.parse().expect("number"));
+    let first: u64 = std::env::var("DS_CRASH_FIRST").map_or(0, |s| s.parse().expect("number"));
     let mut crashes = 0;
     let mut failures = Vec::new();
-    for seed in 0..seeds {
+    for seed in first..first + seeds {
         match std::panic::catch_unwind(|| run_seed(seed)) {
             Ok(Ok(count)) => crashes += count,
             Ok(Err(message)) => failures.push(format!("seed {seed}: {message}")),
