@@ -20,7 +20,8 @@ fn main() {
     };
     let number = |at: usize, default: u64, what: &str| -> u64 {
         args.get(at).map_or(default, |a| {
-            a.parse().unwrap_or_else(|_| fail(&format!("{what} `{a}` is not a number")))
+            a.parse()
+                .unwrap_or_else(|_| fail(&format!("{what} `{a}` is not a number")))
         })
     };
     let bytes = number(1, 4096, "BYTES") as usize;
