@@ -44,6 +44,7 @@ fn two_cores_write_their_own_partitions_concurrently() {
     let mut threads = Vec::new();
     for mut core in store.cores {
         threads.push(std::thread::spawn(move || {
+            core.rebind_queues().unwrap();
             let index = core.core();
             let mut mine = Vec::new();
             let mut n = 0u128;

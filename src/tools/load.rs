@@ -77,6 +77,7 @@ fn drive(
     deadline: Option<Instant>,
     acks: mpsc::Sender<String>,
 ) -> anyhow::Result<()> {
+    store.rebind_queues()?;
     let core = store.core();
     let mut counter = 0u64;
     let mut inflight = std::collections::HashMap::new();

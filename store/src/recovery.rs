@@ -219,6 +219,29 @@ impl CoreStore {
         false
     }
 
+    /// Opens fresh device queues for the calling thread. A queue belongs to the first thread
+    /// that uses it (io_uring single issuer): a store recovered on one thread and then handed to
+    /// its core calls this on the core before its first request. Needs the store idle.
+    pub fn rebind_queues(&mut self) -> Result<(), OpenError> {
+        if !self.is_idle() {
+            return Err(OpenError::NotIdle {
+                what: "rebinding queues",
+            });
+        }
+        for member in self.members.iter_mut().flatten() {
+            let name = member.device.info().name.clone();
+            member.queue =
+                member
+                    .device
+                    .open_queue(QUEUE_DEPTH)
+                    .map_err(|source| OpenError::Queue {
+                        device: name,
+                        source,
+                    })?;
+        }
+        Ok(())
+    }
+
     /// Slots and names of the devices in the pool, with their free bytes.
     pub fn devices(&self) -> Vec<(u8, String, u64)> {
         self.members
