@@ -72,10 +72,6 @@ pub struct UringQueue {
     pending: bool,
     /// Registered buffers: pool index -> (address, length).
     registered: Vec<(usize, usize)>,
-    /// Completions are posted only when the issuing thread enters the kernel (DEFER_TASKRUN).
-    deferred: bool,
-    /// Created disabled; the first thread to use it enables it and becomes its only issuer.
-    disabled: bool,
 }
 
 impl UringQueue {
@@ -95,37 +91,22 @@ impl UringQueue {
                 });
             }
         };
+        let mut builder = IoUring::builder();
+        if let Some(idle) = sqpoll_idle_ms {
+            builder.setup_sqpoll(idle);
+        } else {
+            // The owning core reaps the queue itself, so completions need not interrupt it.
+            builder.setup_coop_taskrun();
+        }
         // The SQ has room for the whole table, so a push never finds it full; the CQ is twice
         // that by default, so it never overflows.
-        let (ring, deferred) = match sqpoll_idle_ms {
-            Some(idle) => (IoUring::builder().setup_sqpoll(idle).build(entries), false),
-            None => {
-                // One core owns the queue and reaps it itself: completion work waits until that
-                // thread asks for it (DEFER_TASKRUN, as fio sets its rings up), which needs a
-                // single issuer. The ring starts disabled and the first thread to use it becomes
-                // its issuer, so a queue may be opened on one thread and used on another.
-                let deferred = IoUring::builder()
-                    .setup_coop_taskrun()
-                    .setup_taskrun_flag()
-                    .setup_single_issuer()
-                    .setup_defer_taskrun()
-                    .setup_r_disabled()
-                    .build(entries);
-                match deferred {
-                    Ok(ring) => (Ok(ring), true),
-                    // Kernels before 6.1 lack some of these flags.
-                    Err(_) => (
-                        IoUring::builder().setup_coop_taskrun().build(entries),
-                        false,
-                    ),
-                }
-            }
-        };
-        let ring = ring.map_err(|source| DeviceError::Setup {
-            path: info.name.clone(),
-            what: "io_uring_setup",
-            source,
-        })?;
+        let ring = builder
+            .build(entries)
+            .map_err(|source| DeviceError::Setup {
+                path: info.name.clone(),
+                what: "io_uring_setup",
+                source,
+            })?;
         let fixed_file = match ring.submitter().register_files(&[file.as_raw_fd()]) {
             Ok(()) => true,
             Err(error) => {
@@ -143,8 +124,6 @@ impl UringQueue {
             free: (0..depth).rev().collect(),
             pending: false,
             registered: Vec::new(),
-            deferred,
-            disabled: deferred,
         })
     }
 
@@ -224,26 +203,8 @@ impl UringQueue {
 
     /// Hands queued SQEs to the kernel. With SQPOLL this enters the kernel only to wake a
     /// sleeping submission thread (the io-uring crate checks `IORING_SQ_NEED_WAKEUP`).
-    /// Enables a ring created disabled: the calling thread becomes its single issuer.
-    fn enable(&mut self) {
-        if self.disabled {
-            if let Err(error) = self.ring.submitter().register_enable_rings() {
-                tracing::error!(name = self.info.name, %error, "cannot enable the ring");
-            }
-            self.disabled = false;
-        }
-    }
-
     fn submit_pending(&mut self) {
-        self.enable();
         if let Err(error) = self.ring.submit() {
-            // A single-issuer ring refuses every thread but its first user: a programming error
-            // that would otherwise leave requests pending for ever.
-            assert!(
-                error.raw_os_error() != Some(libc::EEXIST),
-                "{}: queue used from a thread other than the one that first used it",
-                self.info.name
-            );
             if !is_transient(&error) {
                 tracing::warn!(name = self.info.name, %error, "io_uring_enter failed");
             }
@@ -375,9 +336,7 @@ impl Queue for UringQueue {
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
-        // With deferred task work, completions reach the CQ only when this thread asks.
-        let taskrun = self.deferred && self.ring.submission().taskrun();
-        if self.pending || taskrun {
+        if self.pending {
             self.submit_pending();
         }
         let before = out.len();
@@ -398,7 +357,6 @@ impl Queue for UringQueue {
         if self.inflight() == 0 {
             return Ok(());
         }
-        self.enable();
         if !self.ring.completion().is_empty() {
             if self.pending {
                 self.submit_pending();
@@ -440,7 +398,6 @@ impl Queue for UringQueue {
     /// a buffer of a later pool that happens to get the same address and index would be taken
     /// for a registered one while the kernel still holds the old pages.
     fn register(&mut self, pool: &BufPool) -> Result<(), DeviceError> {
-        self.enable();
         let name = &self.info.name;
         let setup = |what, source| DeviceError::Setup {
             path: name.clone(),
