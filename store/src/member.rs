@@ -283,12 +283,7 @@ impl Member {
             state: SegmentState::Open,
             seq,
             written_bytes: block as u64,
-            live_bytes: 0,
-            lsn_min: u64::MAX,
-            readers: 0,
-            header_durable: false,
-            dead_bytes: 0,
-            compaction_failed: false,
+            ..SegmentInfo::free()
         };
         self.free_count -= 1;
         self.head = Some(segment);

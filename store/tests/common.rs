@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ds_nvme::sim::{SimConfig, SimDevice};
 use ds_nvme::Device;
-use ds_store::{mount, CoreStore, FormatOptions, FormatPolicy, MountedDevice, ShardKey};
+use ds_store::{mount, CoreStore, FormatOptions, FormatPolicy, MountedDevice, ShardKey, ShardMeta};
 
 pub const NODE: u128 = 0x0123_4567_89ab_cdef;
 
@@ -60,4 +60,14 @@ pub fn key(n: u64) -> ShardKey {
         (n % 3) as u32,
         (n % 5) as u8,
     )
+}
+
+/// Metadata of a single-copy shard at `version`.
+pub fn meta(version: u64) -> ShardMeta {
+    ShardMeta {
+        version,
+        scheme_k: 1,
+        scheme_m: 0,
+        object_bytes: 1,
+    }
 }

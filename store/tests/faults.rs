@@ -8,24 +8,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{key, sim, NODE};
+use common::{key, meta, sim, NODE};
 use ds_nvme::sim::SimDevice;
 use ds_nvme::{
     Completion, Device, DeviceError, DeviceInfo, IoError, IoKind, IoRequest, Queue, Rejected,
 };
 use ds_store::{
     CoreStore, Durability, Event, FormatPolicy, GetError, MountedDevice, Outcome, ShardKey,
-    ShardMeta,
 };
-
-fn meta(version: u64) -> ShardMeta {
-    ShardMeta {
-        version,
-        scheme_k: 1,
-        scheme_m: 0,
-        object_bytes: 1,
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A device wrapper that can hold requests back (never handing them to the simulator) until the

@@ -6,19 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{open, sim};
+use common::{meta, open, sim};
 use ds_nvme::sim::SimFaults;
 use ds_nvme::Device;
-use ds_store::{FormatPolicy, GetError, Outcome, PutError, ShardKey, ShardMeta};
-
-fn meta(version: u64) -> ShardMeta {
-    ShardMeta {
-        version,
-        scheme_k: 1,
-        scheme_m: 0,
-        object_bytes: 1,
-    }
-}
+use ds_store::{FormatPolicy, GetError, Outcome, PutError, ShardKey};
 
 fn key(n: u128) -> ShardKey {
     ShardKey::new(n * 0x1234567 + 99, 0, 0)
