@@ -1,5 +1,5 @@
 //! Raw device-layer random reads, no store: `cargo bench -p ds-nvme --bench randread --
-//! "$PWD"/FILE [BYTES] [DEPTH] [SECONDS]` (cargo runs benches in `nvme/`: give an absolute path). Prints IOPS, to set beside fio on the same file and beside the
+//! "$PWD"/FILE [BYTES] [DEPTH] [SECONDS] [wait|spin]` (cargo runs benches in `nvme/`: give an absolute path). Prints IOPS, to set beside fio on the same file and beside the
 //! store's gets (`ds-store bench --op read`), which tells device-layer cost from store cost.
 
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let Some(path) = args.first() else {
-        eprintln!("usage: randread FILE [BYTES] [DEPTH] [SECONDS]");
+        eprintln!("usage: randread FILE [BYTES] [DEPTH] [SECONDS] [wait|spin]");
         std::process::exit(2);
     };
     let number = |at: usize, default: u64, what: &str| -> u64 {
@@ -27,6 +27,13 @@ fn main() {
     let bytes = number(1, 4096, "BYTES") as usize;
     let depth = number(2, 32, "DEPTH") as usize;
     let seconds = number(3, 5, "SECONDS");
+    // `spin` polls like fio does (enter the kernel for completions, never sleep); `wait` blocks
+    // for a completion when none is ready.
+    let spin = match args.get(4).map(String::as_str) {
+        None | Some("wait") => false,
+        Some("spin") => true,
+        Some(other) => fail(&format!("mode `{other}` is not wait or spin")),
+    };
     let device = UringDevice::open(&PathBuf::from(path), &OpenOptions::default())
         .unwrap_or_else(|error| fail(&error.to_string()));
     let size = device.info().size_bytes;
@@ -49,7 +56,7 @@ fn main() {
             inflight += 1;
         }
         queue.reap(&mut done);
-        if done.is_empty() {
+        if done.is_empty() && !spin {
             let _ = queue.wait(Some(Duration::from_millis(1)));
         }
         for completion in done.drain(..) {
@@ -61,7 +68,7 @@ fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "{{\"bytes\":{bytes},\"depth\":{depth},\"iops\":{:.0}}}",
+        "{{\"bytes\":{bytes},\"depth\":{depth},\"spin\":{spin},\"iops\":{:.0}}}",
         ops as f64 / elapsed
     );
 }

@@ -28,6 +28,9 @@ const MAX_RW_BYTES: usize = 0x7fff_f000;
 /// Longest timeout handed to the kernel; longer waits end early, which callers tolerate.
 const LONGEST_WAIT: Duration = Duration::from_secs(u32::MAX as u64);
 
+/// `IORING_ENTER_GETEVENTS` of `linux/io_uring.h` (the io-uring crate keeps its copy private).
+const ENTER_GETEVENTS: u32 = 1;
+
 /// Index of the device in the ring's registered-file table.
 const FIXED_FD: Fixed = Fixed(0);
 
@@ -212,6 +215,22 @@ impl UringQueue {
         self.pending = !self.ring.submission().is_empty();
     }
 
+    /// Enters the kernel without waiting so it posts completions it holds back until this
+    /// thread asks (COOP_TASKRUN): what a polling core does instead of sleeping.
+    fn run_task_work(&mut self) {
+        // SAFETY: no SQEs are submitted (to_submit 0) and no argument is passed.
+        let result = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None)
+        };
+        if let Err(error) = result {
+            if !is_transient(&error) {
+                tracing::warn!(name = self.info.name, %error, "io_uring_enter failed");
+            }
+        }
+    }
+
     /// Waits by sleeping in short steps, for kernels without `IORING_FEAT_EXT_ARG` (before 5.11).
     fn wait_by_polling(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -338,6 +357,8 @@ impl Queue for UringQueue {
     fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
         if self.pending {
             self.submit_pending();
+        } else if self.inflight() > 0 && !self.is_sqpoll() && self.ring.completion().is_empty() {
+            self.run_task_work();
         }
         let before = out.len();
         let Self {
