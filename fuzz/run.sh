@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the shard store's on-disk decoders with cargo fuzz (libFuzzer + AddressSanitizer).
+# Fuzzes the shard store's on-disk decoders and the wire protocol's frame decoder with cargo fuzz
+# (libFuzzer + AddressSanitizer).
 #
 #   fuzz/run.sh [SECONDS]     every target for SECONDS each (default 30)
 #   FUZZ_TARGETS="superblock checkpoint" fuzz/run.sh 60     only those targets
@@ -21,7 +22,7 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
   echo "usage: fuzz/run.sh [SECONDS]" >&2
   exit 2
 fi
-targets=${FUZZ_TARGETS:-record_header superblock segment_header checkpoint segment_scan}
+targets=${FUZZ_TARGETS:-record_header superblock segment_header checkpoint segment_scan proto_decoder}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz"
@@ -59,6 +60,8 @@ summary=()
 # shellcheck disable=SC2086
 for target in $targets; do
   log=$fuzz_dir/target/logs/$target.log
+  # A target without seeds in gen_corpus (proto_decoder forges its own) starts from nothing.
+  mkdir -p "$fuzz_dir/corpus/$target"
   echo "fuzz: $target for ${secs}s (log $log)"
   status=0
   cargo "${toolchain[@]}" fuzz run "$target" "$fuzz_dir/corpus/$target" -- \

@@ -5,7 +5,12 @@
 //! here with their issues (see `docs/ARCHITECTURE.md`).
 
 pub mod cli;
+pub mod config;
 pub mod local;
+pub mod node;
+pub mod reactor;
+pub mod service;
+pub mod stats;
 pub mod tools;
 
 /// The git revision this build came from.

@@ -257,6 +257,13 @@ pub trait Queue: Send {
     /// Size of the in-flight table.
     fn depth(&self) -> usize;
 
+    /// A descriptor that polls readable while completions wait to be reaped, so a reactor can
+    /// block on this queue and its network at once. `None`: the backend has none (the caller
+    /// bounds its sleep instead).
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
     /// Registers a pool's buffers with the device, where the backend supports it, so that I/O on
     /// them skips per-request page pinning. Optional: the default does nothing.
     fn register(&mut self, _pool: &BufPool) -> Result<(), DeviceError> {

@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod capacity;
 pub mod load;
+pub mod node_bench;

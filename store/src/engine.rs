@@ -392,6 +392,33 @@ impl CoreStore {
         self.start(op, Some(data));
     }
 
+    /// Device slots of the live records the index holds behind `key`'s fingerprint, from RAM
+    /// only. A fingerprint may be shared by another key, so this is for reporting where parts
+    /// live (STAT); a get verifies.
+    pub fn locate(&mut self, key: ShardKey) -> Vec<u8> {
+        self.index
+            .candidates(key.fingerprint(), &mut self.candidates);
+        let mut slots: Vec<u8> = self
+            .candidates
+            .drain(..)
+            .map(Loc::from_bits)
+            .filter(|loc| !loc.is_tombstone())
+            .map(|loc| loc.device())
+            .collect();
+        slots.dedup();
+        slots
+    }
+
+    /// Descriptors that become readable when a device queue of this core has completions, for
+    /// a reactor that blocks on several sources at once (empty for backends without one).
+    pub fn wake_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.members
+            .iter()
+            .flatten()
+            .filter_map(|m| m.queue.wake_fd())
+            .collect()
+    }
+
     /// Reads shard `key`; verified data or a distinct error comes back in an event.
     pub fn submit_get(&mut self, key: ShardKey, token: u64) {
         let Some(op) = self.new_op(token, key, OpKind::Get) else {

@@ -162,6 +162,11 @@ impl Member {
         self.free_segments() as u64 * self.segment_bytes() + head_room
     }
 
+    /// Bytes of the partition's segments, free or not.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.segments.len() as u64 * self.segment_bytes()
+    }
+
     pub fn accepts_writes(&self) -> bool {
         !self.draining && !self.failed
     }

@@ -243,6 +243,18 @@ impl CoreStore {
     }
 
     /// Slots and names of the devices in the pool, with their free bytes.
+    /// Per device of this core's pool: slot, path, capacity and free bytes of the partition.
+    pub fn device_usage(&self) -> Vec<(u8, String, u64, u64)> {
+        self.members
+            .iter()
+            .flatten()
+            .map(|m| {
+                let name = m.device.info().name.clone();
+                (m.slot, name, m.capacity_bytes(), m.free_bytes())
+            })
+            .collect()
+    }
+
     pub fn devices(&self) -> Vec<(u8, String, u64)> {
         self.members
             .iter()

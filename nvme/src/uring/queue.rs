@@ -410,6 +410,11 @@ impl Queue for UringQueue {
         self.slots.len() - self.free.len()
     }
 
+    /// The ring itself: an io_uring descriptor polls readable when its CQ has entries.
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.ring.as_raw_fd())
+    }
+
     fn depth(&self) -> usize {
         self.slots.len()
     }

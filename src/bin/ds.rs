@@ -1,0 +1,301 @@
+//! `ds`: the client of a ds node. `--node HOST:PORT` (or `DS_NODE`) names the node.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ds::cli::parse_size;
+use ds::tools::node_bench::{self, BenchOp};
+use ds_proto::{Client, ObjectId, Scheme, LENGTH_TO_END};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Files larger than this show a progress bar (on a terminal).
+const PROGRESS_MIN_BYTES: u64 = 16 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+#[command(name = "ds", version = ds::GIT_REVISION, about = "Client of a ds object store node")]
+struct Args {
+    /// The node to talk to.
+    #[arg(long, global = true, env = "DS_NODE", default_value = "127.0.0.1:7000")]
+    node: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty object and print its id.
+    Create {
+        /// Erasure coding: K data shards + M parity shards.
+        #[arg(long, default_value = "1+0")]
+        scheme: Scheme,
+    },
+    /// Write a file (or stdin, `-`) into an object; without --id a new object is created and
+    /// its id printed.
+    Put {
+        /// The file to write, or `-` for stdin.
+        file: String,
+        #[arg(long)]
+        id: Option<ObjectId>,
+        /// Byte offset in the object (with --id).
+        #[arg(long, default_value = "0", value_parser = size_arg, requires = "id")]
+        offset: u64,
+        /// Scheme of a new object.
+        #[arg(long, default_value = "1+0", conflicts_with = "id")]
+        scheme: Scheme,
+    },
+    /// Read an object (to stdout unless -o).
+    Get {
+        id: ObjectId,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value = "0", value_parser = size_arg)]
+        offset: u64,
+        /// Bytes to read (default: to the end).
+        #[arg(long, value_parser = size_arg)]
+        len: Option<u64>,
+    },
+    /// Delete an object.
+    Delete { id: ObjectId },
+    /// Size, scheme, version and where the parts of an object live.
+    Stat {
+        id: ObjectId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the node answers.
+    Ping,
+    /// The node's performance counters, from its stats socket.
+    Stats {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, conflicts_with = "prom")]
+        json: bool,
+        #[arg(long)]
+        prom: bool,
+    },
+    /// A live per-core view of a node (like spdk_top).
+    Top {
+        #[arg(long)]
+        socket: PathBuf,
+        /// Seconds between refreshes.
+        #[arg(long, default_value = "1")]
+        interval: f64,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
+    /// Load the node and report ops/s, MB/s and latency percentiles.
+    Bench {
+        #[arg(long, value_enum, default_value = "put")]
+        op: OpArg,
+        /// Object size.
+        #[arg(long, default_value = "4K", value_parser = size_arg)]
+        size: u64,
+        /// Connections, each with one request at a time.
+        #[arg(long, default_value = "4")]
+        concurrency: usize,
+        #[arg(long, default_value = "10")]
+        duration: f64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OpArg {
+    Put,
+    Get,
+    Mixed,
+}
+
+fn size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| e.to_string())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(error) = run(args) {
+        eprintln!("ds: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn connect(node: &str) -> anyhow::Result<Client> {
+    Client::connect(node, CONNECT_TIMEOUT).with_context(|| format!("connecting to {node}"))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let node = args.node.as_str();
+    match args.command {
+        Command::Create { scheme } => {
+            let id = connect(node)?.create(scheme).context("create")?;
+            println!("{id}");
+        }
+        Command::Put {
+            file,
+            id,
+            offset,
+            scheme,
+        } => {
+            let mut client = connect(node)?;
+            let (reader, size): (Box<dyn Read>, Option<u64>) = if file == "-" {
+                (Box::new(io::stdin().lock()), None)
+            } else {
+                let f = File::open(&file).with_context(|| format!("opening {file}"))?;
+                let size = f.metadata().ok().map(|m| m.len());
+                (Box::new(f), size)
+            };
+            let (id, created) = match id {
+                Some(id) => (id, false),
+                None => (client.create(scheme).context("create")?, true),
+            };
+            let bar = progress(size);
+            let written = client
+                .put_from(id, offset, reader, &mut |done| bar.set_position(done))
+                .with_context(|| format!("writing {file} into {id}"))?;
+            bar.finish_and_clear();
+            if created {
+                println!("{id}");
+            } else {
+                eprintln!("wrote {written} bytes at {offset} of {id}");
+            }
+        }
+        Command::Get {
+            id,
+            output,
+            offset,
+            len,
+        } => {
+            let mut client = connect(node)?;
+            let length = len.unwrap_or(LENGTH_TO_END);
+            let total = match len {
+                Some(len) => Some(len),
+                None if output.is_some() => Some(client.stat(id)?.size.saturating_sub(offset)),
+                None => None,
+            };
+            let bar = progress(total.filter(|_| output.is_some()));
+            let sink: Box<dyn Write> = match &output {
+                Some(path) => Box::new(
+                    File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                ),
+                None => Box::new(io::stdout().lock()),
+            };
+            let mut sink = BufWriter::with_capacity(1 << 20, sink);
+            client
+                .get(id, offset, length, &mut sink, &mut |done| {
+                    bar.set_position(done)
+                })
+                .with_context(|| format!("reading {id}"))?;
+            sink.flush().context("writing the output")?;
+            bar.finish_and_clear();
+        }
+        Command::Delete { id } => connect(node)?
+            .delete(id)
+            .with_context(|| format!("deleting {id}"))?,
+        Command::Stat { id, json } => {
+            let stat = connect(node)?
+                .stat(id)
+                .with_context(|| format!("stat {id}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stat)?);
+            } else {
+                println!("id:       {}", stat.id);
+                println!("size:     {}", stat.size);
+                println!("scheme:   {}", stat.scheme);
+                println!("version:  {}", stat.version);
+                let stripes: std::collections::BTreeSet<u32> =
+                    stat.parts.iter().map(|p| p.stripe).collect();
+                println!("stripes:  {} stored", stripes.len());
+                for part in stat.parts.iter().take(16) {
+                    println!(
+                        "  stripe {} shard {} on node {} device {}",
+                        part.stripe, part.shard, part.node, part.device
+                    );
+                }
+                if stat.parts.len() > 16 {
+                    println!(
+                        "  ... {} parts in all (--json lists them)",
+                        stat.parts.len()
+                    );
+                }
+            }
+        }
+        Command::Ping => {
+            let started = std::time::Instant::now();
+            connect(node)?.ping(b"ds ping").context("ping")?;
+            println!(
+                "{node}: ok in {:.3} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Command::Stats { socket, json, prom } => {
+            let format = if json {
+                ds::stats::client::Format::Json
+            } else if prom {
+                ds::stats::client::Format::Prom
+            } else {
+                ds::stats::client::Format::Table
+            };
+            ds::stats::client::print_stats(&socket, format)?;
+        }
+        Command::Top {
+            socket,
+            interval,
+            iterations,
+        } => {
+            anyhow::ensure!(interval > 0.0, "--interval must be above 0");
+            ds::stats::top::run_top(&socket, Duration::from_secs_f64(interval), iterations)?;
+        }
+        Command::Bench {
+            op,
+            size,
+            concurrency,
+            duration,
+            json,
+        } => {
+            anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
+            anyhow::ensure!(duration > 0.0, "--duration must be above 0");
+            let op = match op {
+                OpArg::Put => BenchOp::Put,
+                OpArg::Get => BenchOp::Get,
+                OpArg::Mixed => BenchOp::Mixed,
+            };
+            let spec = node_bench::Spec {
+                node: node.to_string(),
+                op,
+                size,
+                concurrency,
+                duration: Duration::from_secs_f64(duration),
+                progress: !json,
+            };
+            let report = node_bench::run(&spec)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.human());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn progress(total: Option<u64>) -> ProgressBar {
+    match total {
+        Some(total) if total >= PROGRESS_MIN_BYTES => {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                )
+                .expect("template"),
+            );
+            bar
+        }
+        _ => ProgressBar::hidden(),
+    }
+}

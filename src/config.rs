@@ -1,0 +1,679 @@
+//! A node's configuration: the `node.toml` file read by `ds-appliance --config`, and the node's
+//! identity kept in its data directory.
+//!
+//! Parsing is two steps. Serde reads the file with `deny_unknown_fields` everywhere, so a typo is
+//! an error naming the key (its dotted path and line come from `serde_path_to_error` and the TOML
+//! span). Then [`NodeConfig::validate`] checks ranges and relations between keys. Whether device
+//! files exist, or whether the CPUs exist, is checked when the node starts: a config checked on one
+//! machine may be meant for another.
+//!
+//! Relative paths: `data_dir` is taken from the working directory; device paths and
+//! `stats_socket` are taken under `data_dir`.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ds_store::FormatPolicy;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// Data cores a node runs at most (also the most partitions a device holds).
+pub const CORES_MAX: usize = 64;
+/// CPUs `sched_setaffinity` addresses with a `cpu_set_t` (glibc's CPU_SETSIZE).
+pub const CPUS_MAX: usize = 1024;
+/// The longest spin of the adaptive poll mode before a core blocks.
+pub const ADAPTIVE_SPIN_US_MAX: u64 = 1_000_000;
+/// Connections one core accepts at most.
+pub const CONNECTIONS_PER_CORE_MAX: usize = 65_536;
+/// Bounds of one connection's receive buffer.
+pub const RECV_BUFFER_BYTES_MIN: u64 = 4096;
+pub const RECV_BUFFER_BYTES_MAX: u64 = 64 << 20;
+/// Every configured size is a multiple of this (the largest logical block the store expects).
+pub const SIZE_ALIGN_BYTES: u64 = 4096;
+/// Shards of one object at most (K + M).
+pub const SCHEME_SHARDS_MAX: u32 = 64;
+/// `sun_path` holds 108 bytes including the terminating zero.
+pub const SOCKET_PATH_BYTES_MAX: usize = 107;
+/// The file under `data_dir` that holds the node id.
+pub const NODE_ID_FILE: &str = "node-id";
+
+const _: () = assert!(CORES_MAX <= CPUS_MAX);
+const _: () = assert!(RECV_BUFFER_BYTES_MIN % SIZE_ALIGN_BYTES == 0);
+const _: () = assert!(RECV_BUFFER_BYTES_MAX % SIZE_ALIGN_BYTES == 0);
+
+/// Why a configuration was refused or the node id could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("{}: cannot read: {source}", origin.display())]
+    Read { origin: PathBuf, source: io::Error },
+    /// Not TOML, an unknown or missing key, or a value of the wrong type or form. `key` is the
+    /// dotted path of the key (empty for the top level), `location` the file and line.
+    #[error("{location}: {}{detail}", key_prefix(key))]
+    Parse {
+        location: String,
+        key: String,
+        detail: String,
+    },
+    /// A key's value is well-formed but not acceptable.
+    #[error("{origin}: {key}: {problem}")]
+    Invalid {
+        origin: String,
+        key: String,
+        problem: Problem,
+    },
+    /// The node id file could not be read, or created.
+    #[error("{}: node id: {source}", path.display())]
+    NodeIdIo { path: PathBuf, source: io::Error },
+    /// The node id file holds something other than 32 hex digits. It is never replaced: that
+    /// would give the node's data a new owner.
+    #[error("{}: not a node id (expected 32 hex digits); not replacing it", path.display())]
+    NodeIdCorrupt { path: PathBuf },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+impl ConfigError {
+    /// The dotted path of the key at fault, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Parse { key, .. } | ConfigError::Invalid { key, .. }
+                if !key.is_empty() =>
+            {
+                Some(key)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What is wrong with a well-formed value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A number outside its range.
+    #[error("{value} is outside {min}..={max}")]
+    OutOfRange { value: u64, min: u64, max: u64 },
+    /// A size of zero bytes.
+    #[error("must be greater than 0")]
+    Zero,
+    /// A size that is not a whole number of 4 KiB blocks.
+    #[error("{0} is not a multiple of 4096")]
+    Unaligned(u64),
+    /// A path that is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// No `[[devices]]` entry.
+    #[error("at least one [[devices]] entry is required")]
+    NoDevices,
+    /// A device listed twice.
+    #[error("{path} is also devices[{first}]")]
+    DuplicatePath { path: String, first: usize },
+    /// A Unix socket path longer than `sun_path` holds.
+    #[error("{bytes} bytes is longer than a Unix socket path may be ({SOCKET_PATH_BYTES_MAX})")]
+    SocketPathTooLong { bytes: usize },
+    /// A tracing filter that does not parse.
+    #[error("{text:?} is not a log filter: {reason}")]
+    BadFilter { text: String, reason: String },
+    /// An erasure coding scheme outside 1 <= K, K + M <= 64.
+    #[error("{0} needs 1 <= K and K+M <= {SCHEME_SHARDS_MAX}")]
+    BadScheme(Scheme),
+    /// `first_cpu + cores` past the CPUs an affinity mask addresses.
+    #[error("cores {first}..{end} go past CPU {}", CPUS_MAX - 1)]
+    CpusPastEnd { first: usize, end: usize },
+}
+
+/// How a data core waits when it has nothing to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PollMode {
+    /// Never block: 100% of a CPU, the lowest latency.
+    Busy,
+    /// Spin `adaptive_spin_us`, then block on completions.
+    #[default]
+    Adaptive,
+    /// Block as soon as there is nothing to do.
+    Sleep,
+}
+
+/// When a device is formatted at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceFormat {
+    /// Never: a device without a ds superblock is an error.
+    Never,
+    /// Only a device whose superblock area is all zeros.
+    #[default]
+    IfEmpty,
+    /// Always: erases what is there.
+    Always,
+}
+
+impl From<DeviceFormat> for FormatPolicy {
+    fn from(format: DeviceFormat) -> Self {
+        match format {
+            DeviceFormat::Never => FormatPolicy::Never,
+            DeviceFormat::IfEmpty => FormatPolicy::IfEmpty,
+            DeviceFormat::Always => FormatPolicy::Always,
+        }
+    }
+}
+
+/// A byte count, written in the file as an integer or a string such as `"512M"` or `"1G"`
+/// (binary multiples K, M, G, T; a trailing `B` or `iB` is allowed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let upper = text.trim().to_ascii_uppercase();
+        let upper = upper
+            .strip_suffix("IB")
+            .or_else(|| upper.strip_suffix('B'))
+            .unwrap_or(&upper);
+        let (digits, shift) = match upper.chars().last() {
+            Some('K') => (&upper[..upper.len() - 1], 10),
+            Some('M') => (&upper[..upper.len() - 1], 20),
+            Some('G') => (&upper[..upper.len() - 1], 30),
+            Some('T') => (&upper[..upper.len() - 1], 40),
+            _ => (upper, 0),
+        };
+        let digits = digits.trim_end();
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        let value: u64 = digits.parse().map_err(|_| ())?;
+        value.checked_mul(1 << shift).map(ByteSize).ok_or(())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: bytes as an integer, or a string such as \"512M\"")
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(value))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<ByteSize, E> {
+                u64::try_from(value)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("{value} is not a size (it is negative)")))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                text.parse().map_err(|()| {
+                    E::custom(format!(
+                        "{text:?} is not a size (examples: 4096, 64K, 512M, 1G)"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// An erasure coding scheme: `data` shards (K), any K of which restore an object, plus `parity`
+/// shards (M). Written `"K+M"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scheme {
+    pub data: u32,
+    pub parity: u32,
+}
+
+impl Scheme {
+    pub fn is_valid(self) -> bool {
+        self.data >= 1 && self.data + self.parity <= SCHEME_SHARDS_MAX
+    }
+}
+
+impl Default for Scheme {
+    fn default() -> Self {
+        Scheme { data: 1, parity: 0 }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}+{}", self.data, self.parity)
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = ();
+
+    /// Parses `K+M`; ranges are checked here too, so a parsed scheme is always usable.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (data, parity) = text.trim().split_once('+').ok_or(())?;
+        let number = |part: &str| -> Result<u32, ()> {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            part.parse().map_err(|_| ())
+        };
+        let scheme = Scheme {
+            data: number(data)?,
+            parity: number(parity)?,
+        };
+        scheme.is_valid().then_some(scheme).ok_or(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scheme {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|()| {
+            de::Error::custom(format!(
+                "{text:?} is not a scheme \"K+M\" with 1 <= K and K+M <= {SCHEME_SHARDS_MAX}"
+            ))
+        })
+    }
+}
+
+fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.trim().parse().map_err(|_| {
+        de::Error::custom(format!(
+            "{text:?} is not a socket address (examples: 127.0.0.1:7000, [::1]:7000)"
+        ))
+    })
+}
+
+/// One `[[devices]]` entry.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// A file or a block device; relative paths are under `data_dir` (resolved at parse).
+    pub path: PathBuf,
+    /// Size of a file to create when it does not exist.
+    #[serde(default)]
+    pub size: Option<ByteSize>,
+    #[serde(default)]
+    pub format: DeviceFormat,
+}
+
+/// A node's configuration. Build it with [`NodeConfig::load`] or [`NodeConfig::parse`], which
+/// resolve relative paths and [`validate`](NodeConfig::validate).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    #[serde(default = "default_listen", deserialize_with = "deserialize_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_cores")]
+    pub cores: usize,
+    #[serde(default = "default_true")]
+    pub pin_cores: bool,
+    #[serde(default)]
+    pub first_cpu: Option<usize>,
+    #[serde(default)]
+    pub poll_mode: PollMode,
+    #[serde(default = "default_adaptive_spin_us")]
+    pub adaptive_spin_us: u64,
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+    /// Empty in the file means `DATA_DIR/stats.sock` (resolved at parse).
+    #[serde(default)]
+    pub stats_socket: PathBuf,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub default_scheme: Scheme,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_recv_buffer")]
+    pub recv_buffer: ByteSize,
+    /// Where the configuration came from, for error messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000))
+}
+fn default_cores() -> usize {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_adaptive_spin_us() -> u64 {
+    50
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_recv_buffer() -> ByteSize {
+    ByteSize(256 << 10)
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<NodeConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: path.to_path_buf(),
+            source,
+        })?;
+        NodeConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `origin` names it in errors (a file path, `<inline>`).
+    pub fn parse(text: &str, origin: &str) -> Result<NodeConfig, ConfigError> {
+        let parse_error = |key: String, error: toml::de::Error| ConfigError::Parse {
+            location: location(origin, text, error.span()),
+            key,
+            detail: error.message().trim_end().to_string(),
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|error| {
+            // A syntax error has no key path; show what the span covers (a duplicate key, a bad
+            // value) when it is short.
+            let near = error
+                .span()
+                .and_then(|span| text.get(span))
+                .map(str::trim)
+                .filter(|near| !near.is_empty() && near.len() <= 40 && !near.contains('\n'))
+                .map(|near| format!(" (at `{near}`)"))
+                .unwrap_or_default();
+            let mut error = parse_error(String::new(), error);
+            if let ConfigError::Parse { detail, .. } = &mut error {
+                detail.push_str(&near);
+            }
+            error
+        })?;
+        let mut config: NodeConfig =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| {
+                let key = error.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                parse_error(key, error.into_inner())
+            })?;
+        config.origin = origin.to_string();
+        config.resolve_paths();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Device paths and the stats socket are under `data_dir` unless absolute.
+    fn resolve_paths(&mut self) {
+        for device in &mut self.devices {
+            if device.path.is_relative() && !device.path.as_os_str().is_empty() {
+                device.path = self.data_dir.join(&device.path);
+            }
+        }
+        if self.stats_socket.as_os_str().is_empty() {
+            self.stats_socket = self.data_dir.join("stats.sock");
+        } else if self.stats_socket.is_relative() {
+            self.stats_socket = self.data_dir.join(&self.stats_socket);
+        }
+    }
+
+    /// Checks ranges and relations between keys; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |(key, problem): (&str, Problem)| ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid(("data_dir", Problem::Empty)));
+        }
+        check_range("cores", self.cores as u64, 1, CORES_MAX as u64).map_err(&invalid)?;
+        if let Some(first) = self.first_cpu {
+            let end = first.saturating_add(self.cores);
+            if end > CPUS_MAX {
+                return Err(invalid(("first_cpu", Problem::CpusPastEnd { first, end })));
+            }
+        }
+        check_range(
+            "adaptive_spin_us",
+            self.adaptive_spin_us,
+            0,
+            ADAPTIVE_SPIN_US_MAX,
+        )
+        .map_err(&invalid)?;
+        self.validate_devices()?;
+        let socket_bytes = self.stats_socket.as_os_str().len();
+        if socket_bytes > SOCKET_PATH_BYTES_MAX {
+            let problem = Problem::SocketPathTooLong {
+                bytes: socket_bytes,
+            };
+            return Err(invalid(("stats_socket", problem)));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            let problem = Problem::BadFilter {
+                text: self.log_level.clone(),
+                reason: error.to_string(),
+            };
+            return Err(invalid(("log_level", problem)));
+        }
+        if !self.default_scheme.is_valid() {
+            let problem = Problem::BadScheme(self.default_scheme);
+            return Err(invalid(("default_scheme", problem)));
+        }
+        check_range(
+            "max_connections",
+            self.max_connections as u64,
+            1,
+            CONNECTIONS_PER_CORE_MAX as u64,
+        )
+        .map_err(&invalid)?;
+        check_size("recv_buffer", self.recv_buffer).map_err(&invalid)?;
+        check_range(
+            "recv_buffer",
+            self.recv_buffer.bytes(),
+            RECV_BUFFER_BYTES_MIN,
+            RECV_BUFFER_BYTES_MAX,
+        )
+        .map_err(&invalid)?;
+        Ok(())
+    }
+
+    fn validate_devices(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, problem: Problem| ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key,
+            problem,
+        };
+        if self.devices.is_empty() {
+            return Err(invalid("devices".to_string(), Problem::NoDevices));
+        }
+        for (index, device) in self.devices.iter().enumerate() {
+            if device.path.as_os_str().is_empty() {
+                return Err(invalid(format!("devices[{index}].path"), Problem::Empty));
+            }
+            // Lexical comparison: the files may not exist yet, so nothing is canonicalized.
+            if let Some(first) = self.devices[..index]
+                .iter()
+                .position(|other| other.path == device.path)
+            {
+                let problem = Problem::DuplicatePath {
+                    path: device.path.display().to_string(),
+                    first,
+                };
+                return Err(invalid(format!("devices[{index}].path"), problem));
+            }
+            if let Some(size) = device.size {
+                let key = format!("devices[{index}].size");
+                check_size(&key, size)
+                    .map_err(|(key, problem)| invalid(key.to_string(), problem))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The file holding the node id.
+    pub fn node_id_path(&self) -> PathBuf {
+        self.data_dir.join(NODE_ID_FILE)
+    }
+
+    /// The node's id: read from `DATA_DIR/node-id`, or created there once (random 128 bits)
+    /// when the file does not exist. Creates `data_dir` if needed.
+    pub fn node_id(&self) -> Result<u128, ConfigError> {
+        let path = self.node_id_path();
+        match read_node_id(&path) {
+            Err(ConfigError::NodeIdIo { source, .. })
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                create_node_id(&self.data_dir, &path)
+            }
+            result => result,
+        }
+    }
+}
+
+fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), (&str, Problem)> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err((key, Problem::OutOfRange { value, min, max }))
+    }
+}
+
+fn check_size(key: &str, size: ByteSize) -> Result<(), (&str, Problem)> {
+    if size.bytes() == 0 {
+        return Err((key, Problem::Zero));
+    }
+    if size.bytes() % SIZE_ALIGN_BYTES != 0 {
+        return Err((key, Problem::Unaligned(size.bytes())));
+    }
+    Ok(())
+}
+
+/// `origin:line:column` for a byte span of `text`, or `origin` alone.
+fn location(origin: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return origin.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+    format!("{origin}:{line}:{column}")
+}
+
+fn read_node_id(path: &Path) -> Result<u128, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| ConfigError::NodeIdIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let hex = text.trim_end_matches('\n');
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ConfigError::NodeIdCorrupt {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(u128::from_str_radix(hex, 16).expect("checked 32 hex digits"))
+}
+
+/// Writes a new id to a temporary file, syncs it, links it into place and syncs the directory.
+/// A hard link rather than a rename: link never replaces, so of two nodes started at once on one
+/// data directory, the second reads the first's id instead of overwriting an id already in use.
+fn create_node_id(data_dir: &Path, path: &Path) -> Result<u128, ConfigError> {
+    let io_error = |source| ConfigError::NodeIdIo {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(data_dir).map_err(io_error)?;
+    let id = loop {
+        let id: u128 = rand::random();
+        if id != 0 {
+            break id;
+        }
+    };
+    let temporary = data_dir.join(format!("{NODE_ID_FILE}.{}.tmp", std::process::id()));
+    let written = (|| -> io::Result<()> {
+        let mut file = fs::File::create(&temporary)?;
+        writeln!(file, "{id:032x}")?;
+        file.sync_all()
+    })();
+    let linked = written.and_then(|()| fs::hard_link(&temporary, path));
+    let _ = fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => return read_node_id(path),
+        Err(error) => return Err(io_error(error)),
+    }
+    fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error)?;
+    tracing::info!(node_id = %format!("{id:032x}"), path = %path.display(), "created node id");
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let parse = |text: &str| text.parse::<ByteSize>().map(ByteSize::bytes);
+        assert_eq!(parse("4096"), Ok(4096));
+        assert_eq!(parse("256K"), Ok(256 << 10));
+        assert_eq!(parse("512M"), Ok(512 << 20));
+        assert_eq!(parse("1G"), Ok(1 << 30));
+        assert_eq!(parse("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse("2t"), Ok(2 << 40));
+        assert_eq!(parse("12Q"), Err(()));
+        assert_eq!(parse("G"), Err(()));
+        assert_eq!(parse("-1K"), Err(()));
+        assert_eq!(parse(""), Err(()));
+        assert_eq!(parse("99999999999T"), Err(()));
+    }
+
+    #[test]
+    fn schemes() {
+        assert_eq!("4+2".parse(), Ok(Scheme { data: 4, parity: 2 }));
+        assert_eq!(" 1 + 0 ".parse(), Ok(Scheme { data: 1, parity: 0 }));
+        assert_eq!(
+            "64+0".parse(),
+            Ok(Scheme {
+                data: 64,
+                parity: 0
+            })
+        );
+        assert_eq!("0+2".parse::<Scheme>(), Err(()));
+        assert_eq!("60+5".parse::<Scheme>(), Err(()));
+        assert_eq!("4".parse::<Scheme>(), Err(()));
+        assert_eq!("4+-1".parse::<Scheme>(), Err(()));
+    }
+
+    #[test]
+    fn locations() {
+        let text = "a = 1\nbb = 2\n";
+        assert_eq!(location("f", text, Some(6..8)), "f:2:1");
+        assert_eq!(location("f", text, Some(11..12)), "f:2:6");
+        assert_eq!(location("f", text, None), "f");
+    }
+}

@@ -1,0 +1,206 @@
+//! A running node: the devices of a config opened and mounted, one pinned data core per
+//! partition serving the object protocol, a stats socket, and an orderly stop.
+
+pub mod core_loop;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ds_nvme::Device;
+use ds_store::{mount, CoreStore, FormatOptions, MountedDevice};
+
+use crate::config::NodeConfig;
+use crate::reactor::mailbox::Inbox;
+use crate::service::ctx::Message;
+use crate::stats::metrics::Published;
+use crate::stats::server::StatsServer;
+use crate::stats::snapshot::{CoreSnapshot, NodeSnapshot};
+
+/// How long start-up waits for every core to recover its partition.
+const START_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A started node. Dropping it without [`Node::stop`] stops it too.
+pub struct Node {
+    pub node_id: u128,
+    pub listen: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    inboxes: Vec<Arc<Inbox<Message>>>,
+    cores: Vec<JoinHandle<anyhow::Result<()>>>,
+    _stats: Option<StatsServer>,
+    _locks: Vec<std::fs::File>,
+}
+
+/// What a core reports once it serves (or why it cannot).
+type Ready = anyhow::Result<std::net::SocketAddr>;
+
+impl Node {
+    pub fn start(config: &NodeConfig) -> anyhow::Result<Node> {
+        config.validate().context("checking the config")?;
+        let node_id = config.node_id().context("reading the node id")?;
+        // Two processes driving the same devices would corrupt them: hold locks on the data
+        // dir and on every device for as long as the node runs.
+        let mut locks = vec![lock_file(&config.data_dir.join("lock"), "data dir")?];
+        let cores = config.cores;
+        let options = FormatOptions::new(cores, node_id);
+        let mut mounted = Vec::new();
+        for device in &config.devices {
+            let opened = open_device(&device.path, device.size.map(|s| s.bytes()))?;
+            locks.push(lock_file(&device.path, "device")?);
+            let superblock = mount(opened.as_ref(), device.format.into(), &options)
+                .with_context(|| format!("mounting {}", device.path.display()))?;
+            mounted.push(MountedDevice {
+                device: opened,
+                superblock,
+            });
+        }
+        let inboxes = (0..cores)
+            .map(|_| Inbox::new().context("creating an inbox eventfd"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let published: Vec<Published> = (0..cores).map(|_| Published::default()).collect();
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Ready)>();
+        let mut handles = Vec::new();
+        // Bound once by the first core when the config asks for port 0, then shared.
+        let listen = Arc::new(Mutex::new(config.listen));
+        for core in 0..cores {
+            let setup = core_loop::CoreSetup {
+                core,
+                cores,
+                node_id,
+                mounted: mounted.clone(),
+                inboxes: inboxes.clone(),
+                stop: stop.clone(),
+                published: published[core].clone(),
+                listen: listen.clone(),
+                poll_mode: config.poll_mode,
+                spin: Duration::from_micros(config.adaptive_spin_us),
+                cpu: config
+                    .pin_cores
+                    .then(|| config.first_cpu.unwrap_or(0) + core)
+                    .map(|cpu| cpu % crate::reactor::available_cpus()),
+                max_connections: config.max_connections,
+                recv_buffer: config.recv_buffer.bytes() as usize,
+            };
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("ds-core-{core}"))
+                .spawn(move || core_loop::run(setup, ready))
+                .context("spawning a core thread")?;
+            handles.push(handle);
+            // Cores start one after the other so the first binds the port the rest share.
+            let (_, result) = ready_rx
+                .recv_timeout(START_TIMEOUT)
+                .context("waiting for a core to start")?;
+            if let Err(error) = result {
+                stop.store(true, Ordering::SeqCst);
+                for inbox in &inboxes {
+                    inbox.wake();
+                }
+                for handle in handles {
+                    let _ = handle.join();
+                }
+                return Err(error.context(format!("starting core {core}")));
+            }
+        }
+        let listen = *listen.lock().expect("listen lock");
+        let version = crate::GIT_REVISION.to_string();
+        let started = Instant::now();
+        let source = move || NodeSnapshot {
+            node_id: format!("{node_id:032x}"),
+            version: version.clone(),
+            uptime_seconds: started.elapsed().as_secs_f64(),
+            listen: listen.to_string(),
+            cores: published
+                .iter()
+                .filter_map(|p| p.lock().ok().and_then(|s| s.clone()))
+                .collect::<Vec<CoreSnapshot>>(),
+        };
+        let stats = StatsServer::start(&config.stats_socket, source).with_context(|| {
+            format!(
+                "starting the stats socket {}",
+                config.stats_socket.display()
+            )
+        })?;
+        tracing::info!(node = format!("{node_id:032x}"), %listen, cores, "node serving");
+        Ok(Node {
+            node_id,
+            listen,
+            stop,
+            inboxes,
+            cores: handles,
+            _stats: Some(stats),
+            _locks: locks,
+        })
+    }
+
+    /// Stops every core (each finishes what it accepted and checkpoints its store) and waits.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_cores()
+    }
+
+    fn stop_cores(&mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        for inbox in &self.inboxes {
+            inbox.wake();
+        }
+        let mut first_error = None;
+        for (core, handle) in self.cores.drain(..).enumerate() {
+            let result = match handle.join() {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!("core {core} panicked")),
+            };
+            if let Err(error) = result {
+                tracing::error!(core, "{error:#}");
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.stop_cores();
+    }
+}
+
+/// Takes an exclusive advisory lock on `path`, or says who is in the way.
+fn lock_file(path: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(what == "data dir")
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening {what} {} to lock it", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{what} {} is in use by another process (is another ds-appliance running with it?)",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("locking {what} {}", path.display()))
+        }
+    }
+}
+
+fn open_device(path: &Path, create_bytes: Option<u64>) -> anyhow::Result<Arc<dyn Device>> {
+    crate::local::open_device(path, create_bytes, false)
+}
+
+/// Opens core `core`'s store on the calling thread (so its queues belong to that thread).
+pub(crate) fn open_store(
+    core: usize,
+    node_id: u128,
+    mounted: Vec<MountedDevice>,
+) -> anyhow::Result<CoreStore> {
+    let (store, report) = CoreStore::open(core, node_id, mounted)
+        .with_context(|| format!("recovering the partition of core {core}"))?;
+    tracing::debug!(core, ?report, "partition recovered");
+    Ok(store)
+}

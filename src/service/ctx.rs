@@ -1,0 +1,185 @@
+//! What the tasks of one data core share: its store, its pending operations, its timers, the
+//! inboxes of every core, and the object state it owns. Everything here belongs to one thread;
+//! tasks borrow it between awaits only.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ds_store::{CoreStore, GetDone, GetError, Outcome, PutError, ShardKey, ShardMeta};
+
+use crate::reactor::executor::Executor;
+use crate::reactor::lock::LockTable;
+use crate::reactor::mailbox::Inbox;
+use crate::reactor::slots::{self, Slots};
+use crate::reactor::timer::{self, Timers};
+use crate::service::owner::{OwnerState, ShardOp, ShardReply};
+
+/// What cores send each other.
+pub enum Message {
+    /// Run a shard operation on the core that owns the shard; answer `from` with `tag`.
+    Request {
+        from: usize,
+        tag: usize,
+        op: ShardOp,
+    },
+    Reply {
+        tag: usize,
+        reply: ShardReply,
+    },
+}
+
+pub struct CoreCtx {
+    pub core: usize,
+    pub cores: usize,
+    pub node_id: u128,
+    pub executor: Executor,
+    pub store: RefCell<CoreStore>,
+    pub store_slots: Rc<RefCell<Slots<Outcome>>>,
+    pub reply_slots: Rc<RefCell<Slots<ShardReply>>>,
+    pub timers: Rc<RefCell<Timers>>,
+    pub inboxes: Vec<Arc<Inbox<Message>>>,
+    pub owner: RefCell<OwnerState>,
+    pub stripe_locks: Rc<RefCell<LockTable<(u128, u32)>>>,
+    pub meta_locks: Rc<RefCell<LockTable<u128>>>,
+    pub net: RefCell<Box<dyn ds_net::Transport>>,
+    pub conns: RefCell<crate::service::conn::Conns>,
+    pub metrics: RefCell<crate::stats::metrics::CoreMetrics>,
+    /// Device slot -> path, for STAT.
+    device_names: Vec<(u8, String)>,
+    /// Frames refused by the decoder (malformed, bad checksums, wrong version).
+    pub protocol_errors: Cell<u64>,
+    /// Set to stop the core's loop.
+    pub stopping: Cell<bool>,
+}
+
+impl CoreCtx {
+    pub fn new(
+        core: usize,
+        cores: usize,
+        store: CoreStore,
+        inboxes: Vec<Arc<Inbox<Message>>>,
+        net: Box<dyn ds_net::Transport>,
+    ) -> Rc<Self> {
+        let node_id = store.node_id();
+        let device_names = store
+            .devices()
+            .into_iter()
+            .map(|(slot, name, _)| (slot, name))
+            .collect();
+        Rc::new(Self {
+            core,
+            cores,
+            node_id,
+            executor: Executor::new(),
+            store: RefCell::new(store),
+            store_slots: Rc::default(),
+            reply_slots: Rc::default(),
+            timers: Rc::default(),
+            inboxes,
+            owner: RefCell::new(OwnerState::default()),
+            stripe_locks: Rc::default(),
+            meta_locks: Rc::default(),
+            net: RefCell::new(net),
+            conns: RefCell::default(),
+            metrics: RefCell::new(crate::stats::metrics::CoreMetrics::new(core)),
+            device_names,
+            protocol_errors: Cell::new(0),
+            stopping: Cell::new(false),
+        })
+    }
+
+    /// The path of device `slot`.
+    pub fn device_name(&self, slot: u8) -> String {
+        self.device_names
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map_or_else(|| format!("device {slot}"), |(_, name)| name.clone())
+    }
+
+    pub async fn sleep(&self, duration: Duration) {
+        timer::sleep_until(self.timers.clone(), Instant::now() + duration).await
+    }
+
+    async fn store_op(&self, submit: impl FnOnce(&mut CoreStore, u64)) -> Outcome {
+        let id = self.store_slots.borrow_mut().open();
+        submit(&mut self.store.borrow_mut(), id as u64);
+        slots::wait(self.store_slots.clone(), id).await
+    }
+
+    pub async fn get(&self, key: ShardKey) -> Result<GetDone, GetError> {
+        match self.store_op(|s, t| s.submit_get(key, t)).await {
+            Outcome::Get(result) => result,
+            other => unreachable!("get answered with {other:?}"),
+        }
+    }
+
+    pub async fn put(&self, key: ShardKey, meta: ShardMeta, data: &[u8]) -> Result<(), PutError> {
+        match self.store_op(|s, t| s.submit_put(key, meta, data, t)).await {
+            Outcome::Put(result) => result,
+            other => unreachable!("put answered with {other:?}"),
+        }
+    }
+
+    pub async fn delete(&self, key: ShardKey, version: u64) -> Result<bool, PutError> {
+        match self.store_op(|s, t| s.submit_delete(key, version, t)).await {
+            Outcome::Delete(result) => result,
+            other => unreachable!("delete answered with {other:?}"),
+        }
+    }
+
+    /// Sends `message` to `core`, waiting while its inbox is full.
+    pub async fn send_to(&self, core: usize, mut message: Message) {
+        loop {
+            match self.inboxes[core].push(message) {
+                Ok(()) => return,
+                Err(back) => {
+                    message = back;
+                    self.sleep(Duration::from_micros(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `op` on the core that owns its shard: here, or over that core's inbox.
+    pub async fn call(self: &Rc<Self>, owner: usize, op: ShardOp) -> ShardReply {
+        if owner == self.core {
+            return crate::service::owner::execute(self, op).await;
+        }
+        let tag = self.reply_slots.borrow_mut().open();
+        let from = self.core;
+        self.send_to(owner, Message::Request { from, tag, op })
+            .await;
+        slots::wait(self.reply_slots.clone(), tag).await
+    }
+
+    /// Hands a message from the inbox to whoever waits for it.
+    pub fn deliver(self: &Rc<Self>, message: Message) {
+        match message {
+            Message::Request { from, tag, op } => {
+                let ctx = self.clone();
+                self.executor.spawn(async move {
+                    let reply = crate::service::owner::execute(&ctx, op).await;
+                    ctx.send_to(from, Message::Reply { tag, reply }).await;
+                });
+            }
+            Message::Reply { tag, reply } => {
+                self.reply_slots.borrow_mut().complete(tag, reply);
+            }
+        }
+    }
+
+    /// Hands store events to the tasks waiting for them; returns how many.
+    pub fn poll_store(&self, events: &mut Vec<ds_store::Event>) -> usize {
+        let got = self.store.borrow_mut().poll(events);
+        let mut slots = self.store_slots.borrow_mut();
+        for event in events.drain(..) {
+            if let Some(buf) = event.buf {
+                self.store.borrow_mut().recycle(buf);
+            }
+            slots.complete(event.token as usize, event.outcome);
+        }
+        got
+    }
+}

@@ -1,0 +1,188 @@
+//! `ds bench`: closed-loop load against a node over the protocol. Each of `concurrency`
+//! connections keeps one request in flight; latencies go into one HdrHistogram.
+//!
+//! Objects: every connection creates [`OBJECTS_PER_WORKER`] objects first. PUT writes `size`
+//! bytes at offset 0 of the next one (a whole-object overwrite after the first round); GET
+//! reads a whole object back (they are filled before timing starts); mixed alternates.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ds_proto::{Client, ObjectId, Scheme};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+const OBJECTS_PER_WORKER: usize = 16;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchOp {
+    Put,
+    Get,
+    Mixed,
+}
+
+pub struct Spec {
+    pub node: String,
+    pub op: BenchOp,
+    pub size: u64,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub op: BenchOp,
+    pub size: u64,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub ops: u64,
+    pub ops_per_second: f64,
+    pub mb_per_second: f64,
+    pub latency_us: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Report {
+    pub fn human(&self) -> String {
+        format!(
+            "{:?} {} B x {} connections for {:.1} s: {} ops, {:.0} ops/s, {:.1} MB/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            self.op,
+            self.size,
+            self.concurrency,
+            self.seconds,
+            self.ops,
+            self.ops_per_second,
+            self.mb_per_second,
+            self.latency_us.p50,
+            self.latency_us.p90,
+            self.latency_us.p99,
+            self.latency_us.p999,
+            self.latency_us.max
+        )
+    }
+}
+
+pub fn run(spec: &Spec) -> anyhow::Result<Report> {
+    let size = usize::try_from(spec.size).context("--size does not fit in memory")?;
+    anyhow::ensure!(size > 0, "--size must be at least 1 byte");
+    // Prepare every connection (objects created, filled for reads) before the clock starts.
+    let mut workers = Vec::new();
+    for _ in 0..spec.concurrency {
+        let mut client = Client::connect(spec.node.as_str(), CONNECT_TIMEOUT)
+            .with_context(|| format!("connecting to {}", spec.node))?;
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
+        let mut objects = Vec::new();
+        for _ in 0..OBJECTS_PER_WORKER {
+            let id = client.create(Scheme::new(1, 0).expect("1+0"))?;
+            if spec.op != BenchOp::Put {
+                client.put(id, 0, &data)?;
+            }
+            objects.push(id);
+        }
+        workers.push((client, objects, data));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (worker, (client, objects, data)) in workers.into_iter().enumerate() {
+        let (stop, done, op) = (stop.clone(), done.clone(), spec.op);
+        handles.push(std::thread::spawn(move || {
+            work(worker, client, objects, data, op, &stop, &done)
+        }));
+    }
+    let bar = if spec.progress {
+        indicatif::ProgressBar::new(spec.duration.as_secs())
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    while started.elapsed() < spec.duration {
+        std::thread::sleep(Duration::from_millis(100).min(spec.duration));
+        bar.set_position(started.elapsed().as_secs());
+        bar.set_message(format!("{} ops", done.load(Ordering::Relaxed)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for handle in handles {
+        let part = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a bench worker panicked"))??;
+        histogram.add(part)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let ops = histogram.len();
+    Ok(Report {
+        op: spec.op,
+        size: spec.size,
+        concurrency: spec.concurrency,
+        seconds,
+        ops,
+        ops_per_second: ops as f64 / seconds,
+        mb_per_second: ops as f64 * spec.size as f64 / seconds / 1e6,
+        latency_us: Percentiles {
+            p50: histogram.value_at_quantile(0.5),
+            p90: histogram.value_at_quantile(0.9),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        },
+    })
+}
+
+fn work(
+    worker: usize,
+    mut client: Client,
+    objects: Vec<ObjectId>,
+    data: Vec<u8>,
+    op: BenchOp,
+    stop: &AtomicBool,
+    done: &AtomicU64,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut read_back = Vec::with_capacity(data.len());
+    let mut n = worker;
+    while !stop.load(Ordering::Relaxed) {
+        let id = objects[n % objects.len()];
+        let put = match op {
+            BenchOp::Put => true,
+            BenchOp::Get => false,
+            BenchOp::Mixed => n % 2 == 0,
+        };
+        let began = Instant::now();
+        if put {
+            client
+                .put(id, 0, &data)
+                .with_context(|| format!("PUT {id}"))?;
+        } else {
+            read_back.clear();
+            client
+                .get(id, 0, data.len() as u64, &mut read_back, &mut |_| {})
+                .with_context(|| format!("GET {id}"))?;
+            // An object not yet written by a mixed load reads as short; anything else is a bug.
+            anyhow::ensure!(
+                read_back.len() == data.len(),
+                "GET {id} returned {} bytes, not {}",
+                read_back.len(),
+                data.len()
+            );
+        }
+        histogram.record(began.elapsed().as_micros().max(1) as u64)?;
+        done.fetch_add(1, Ordering::Relaxed);
+        n += 1;
+    }
+    Ok(histogram)
+}
