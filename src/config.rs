@@ -42,8 +42,8 @@ pub const SOCKET_PATH_BYTES_MAX: usize = 107;
 pub const NODE_ID_FILE: &str = "node-id";
 
 const _: () = assert!(CORES_MAX <= CPUS_MAX);
-const _: () = assert!(RECV_BUFFER_BYTES_MIN % SIZE_ALIGN_BYTES == 0);
-const _: () = assert!(RECV_BUFFER_BYTES_MAX % SIZE_ALIGN_BYTES == 0);
+const _: () = assert!(RECV_BUFFER_BYTES_MIN.is_multiple_of(SIZE_ALIGN_BYTES));
+const _: () = assert!(RECV_BUFFER_BYTES_MAX.is_multiple_of(SIZE_ALIGN_BYTES));
 
 /// Why a configuration was refused or the node id could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -408,11 +408,11 @@ impl NodeConfig {
                 .filter(|near| !near.is_empty() && near.len() <= 40 && !near.contains('\n'))
                 .map(|near| format!(" (at `{near}`)"))
                 .unwrap_or_default();
-            let mut error = parse_error(String::new(), error);
-            if let ConfigError::Parse { detail, .. } = &mut error {
-                detail.push_str(&near);
+            ConfigError::Parse {
+                location: location(origin, text, error.span()),
+                key: String::new(),
+                detail: format!("{}{near}", error.message().trim_end()),
             }
-            error
         })?;
         let mut config: NodeConfig =
             serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -566,7 +566,7 @@ fn check_size(key: &str, size: ByteSize) -> Result<(), (&str, Problem)> {
     if size.bytes() == 0 {
         return Err((key, Problem::Zero));
     }
-    if size.bytes() % SIZE_ALIGN_BYTES != 0 {
+    if !size.bytes().is_multiple_of(SIZE_ALIGN_BYTES) {
         return Err((key, Problem::Unaligned(size.bytes())));
     }
     Ok(())

@@ -59,7 +59,9 @@ pub trait Transport {
     fn send(&mut self, conn: ConnId, buf: Vec<u8>) -> Result<(), NetError>;
 
     /// Gives back a receive buffer, which lets `conn` receive again. A buffer of a connection
-    /// that closed meanwhile is kept for later connections.
+    /// that closed meanwhile is kept for later connections. While the caller holds the buffer
+    /// nothing is read from the socket, so the peer's end of stream is noticed only after the
+    /// buffer comes back (a failing send still closes the connection).
     fn recycle(&mut self, conn: ConnId, buf: RecvBuf);
 
     /// Closes `conn`: cancels what it has in flight, drops its queued sends, and emits `Closed`

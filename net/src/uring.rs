@@ -16,7 +16,7 @@
 //!   in short steps on older kernels.
 //!
 //! Every operation's `user_data` encodes its kind, the index of its connection (listener,
-//! watch) and the connection's generation; never a pointer. See [`op`].
+//! watch) and the connection's generation; never a pointer (module `op`).
 //!
 //! What it does not do: registered files or buffers, provided-buffer rings, zero-copy sends,
 //! SQPOLL, or sharing a ring between cores. It needs at least Linux 5.6 (`IORING_OP_RECV`,
@@ -29,3 +29,6 @@ mod socket;
 mod transport;
 
 pub use transport::UringTransport;
+
+#[cfg(test)]
+mod fallback_tests;

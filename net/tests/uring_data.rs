@@ -335,14 +335,19 @@ fn peer_closing_mid_transfer_closes_once_and_kills_the_id() {
 
 #[test]
 fn close_with_a_send_in_flight() {
-    const BYTES: usize = 12 * 1024 * 1024;
-    let mut driver = Driver::new(UringTransport::new(TransportConfig::default()).unwrap());
+    // Far more than socket buffers hold (Linux's tcp_wmem maximum is 4 MiB by default) while
+    // the client reads nothing.
+    const BYTES: usize = 48 * 1024 * 1024;
+    let config = TransportConfig {
+        send_queue_bytes_max: 2 * BYTES,
+        ..TransportConfig::default()
+    };
+    let mut driver = Driver::new(UringTransport::new(config).unwrap());
     let server = driver.transport.listen(addr("127.0.0.6:0")).unwrap();
     let client = TcpStream::connect(server).expect("connect");
     let NetEvent::Accepted { conn, .. } = driver.next() else {
         panic!("expected Accepted");
     };
-    // More than the socket buffers hold while the client reads nothing.
     driver.transport.send(conn, payload(5, BYTES)).unwrap();
     driver.transport.send(conn, vec![7; 1000]).unwrap();
     // The send goes to the kernel and stays there: the client reads nothing.

@@ -72,6 +72,10 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
             Status::BadRequest,
             "a request must not carry the REPLY flag",
         )),
+        _ if header.status != Status::Ok => Err(refuse(
+            Status::BadRequest,
+            format!("a request must carry status OK, not {}", header.status),
+        )),
         Opcode::Ping => reply(ctx, conn, &header, frame.payload).await,
         Opcode::Create => create(ctx, conn, &header).await,
         Opcode::Put => put(ctx, conn, &header, frame.payload).await,
@@ -258,7 +262,12 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -
             _ => return Err(refuse(Status::Internal, "wrong reply kind to MetaGrow")),
         }
     }
-    reply(ctx, conn, request, Vec::new()).await
+    // The reply echoes the offset and says how many bytes were written.
+    let mut header = request.reply(Status::Ok);
+    header.length = data.len() as u64;
+    let frame =
+        Frame::new(header, Vec::new()).map_err(|e| refuse(Status::Internal, e.to_string()))?;
+    Ok(send_frame(ctx, conn, &frame).await.map(|()| 0))
 }
 
 async fn read_stripe(

@@ -85,13 +85,6 @@ pub struct CoreReport {
     pub connections: ConnectionsReport,
 }
 
-impl CoreReport {
-    /// Sums over ops: (count, bytes, errors, latency_sum_us).
-    pub fn sum_ops(&self) -> OpCounters {
-        sum_ops(&self.ops)
-    }
-}
-
 /// Sums over all cores and devices.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TotalsReport {
@@ -175,6 +168,11 @@ impl CoreReport {
             },
         }
     }
+
+    /// Sums over ops.
+    pub fn sum_ops(&self) -> OpCounters {
+        sum_ops(&self.ops)
+    }
 }
 
 impl NodeReport {
@@ -209,7 +207,7 @@ impl NodeReport {
         }
     }
 
-    /// Sums over ops of the node: (count, bytes, errors, latency_sum_us).
+    /// Sums over ops of the node.
     pub fn sum_ops(&self) -> OpCounters {
         sum_ops(&self.totals.ops)
     }

@@ -60,7 +60,9 @@ impl StatsServer {
     ) -> io::Result<StatsServer> {
         let path = path.as_ref().to_path_buf();
         remove_stale(&path)?;
-        let listener = UnixListener::bind(&path)?;
+        let listener = UnixListener::bind(&path).map_err(|error| {
+            io::Error::new(error.kind(), format!("binding {}: {error}", path.display()))
+        })?;
         listener.set_nonblocking(true)?;
         let metadata = std::fs::symlink_metadata(&path)?;
         let identity = (metadata.dev(), metadata.ino());
@@ -289,8 +291,8 @@ fn discard_unread(stream: &mut UnixStream) {
 /// The answer to a request line (and, for HTTP, the rest of the head).
 fn respond(line: &str, reader: &mut LineReader, source: &Source) -> String {
     match line.trim() {
-        "json" => with_report(source, |report| render::json(report)),
-        "prom" => with_report(source, |report| render::prometheus(report)),
+        "json" => with_report(source, render::json),
+        "prom" => with_report(source, render::prometheus),
         request if request.ends_with(" HTTP/1.1") || request.ends_with(" HTTP/1.0") => {
             respond_http(request, reader, source)
         }
@@ -322,7 +324,7 @@ fn respond_http(request: &str, reader: &mut LineReader, source: &Source) -> Stri
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") => {
-            let body = with_report(source, |report| render::prometheus(report));
+            let body = with_report(source, render::prometheus);
             if body.starts_with("error:") {
                 http(500, "text/plain", &body)
             } else {
