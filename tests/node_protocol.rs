@@ -64,7 +64,7 @@ fn pipelined_requests_are_all_answered_by_request_id() {
     let mut bytes = Vec::new();
     for n in 0..200u64 {
         let mut header = Header::request(
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 Opcode::Ping
             } else {
                 Opcode::Get
@@ -73,7 +73,7 @@ fn pipelined_requests_are_all_answered_by_request_id() {
         );
         header.object_id = ids[n as usize % 8];
         header.length = 100;
-        let payload = if n % 2 == 0 {
+        let payload = if n.is_multiple_of(2) {
             n.to_le_bytes().to_vec()
         } else {
             Vec::new()
@@ -90,7 +90,7 @@ fn pipelined_requests_are_all_answered_by_request_id() {
         let frame = read_frame(&mut stream, &mut decoder);
         let n = frame.header.request_id - 1;
         assert_eq!(frame.header.status, Status::Ok, "{}", frame.error_message());
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             assert_eq!(frame.payload, n.to_le_bytes());
         } else {
             let i = n as usize % 8;

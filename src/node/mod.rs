@@ -66,7 +66,7 @@ impl Node {
         let mut handles = Vec::new();
         // Bound once by the first core when the config asks for port 0, then shared.
         let listen = Arc::new(Mutex::new(config.listen));
-        for core in 0..cores {
+        for (core, slot) in published.iter().enumerate() {
             let setup = core_loop::CoreSetup {
                 core,
                 cores,
@@ -74,7 +74,7 @@ impl Node {
                 mounted: mounted.clone(),
                 inboxes: inboxes.clone(),
                 stop: stop.clone(),
-                published: published[core].clone(),
+                published: slot.clone(),
                 listen: listen.clone(),
                 poll_mode: config.poll_mode,
                 spin: Duration::from_micros(config.adaptive_spin_us),

@@ -1,6 +1,6 @@
 //! The metadata record of an object: what CREATE writes and PUT grows. It is stored as the data
 //! of shard record (object, [`META_STRIPE`], 0) on the core that owns that key; the record
-//! header carries its version. Layout (little-endian, 40 bytes, `docs/disk-format.md` §8):
+//! header carries its version. Layout (little-endian, 40 bytes, `docs/disk-format.md` §9):
 //!
 //! | bytes | field |
 //! |---|---|

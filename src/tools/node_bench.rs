@@ -160,7 +160,7 @@ fn work(
         let put = match op {
             BenchOp::Put => true,
             BenchOp::Get => false,
-            BenchOp::Mixed => n % 2 == 0,
+            BenchOp::Mixed => n.is_multiple_of(2),
         };
         let began = Instant::now();
         if put {

@@ -1,4 +1,5 @@
 //! A real `ds-appliance` process on file devices under a test directory, for the node tests.
+#![allow(dead_code)] // each test file uses a different part of this helper
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
