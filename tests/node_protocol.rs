@@ -200,3 +200,135 @@ fn requests_that_look_like_replies_are_refused() {
     assert_eq!(frame.header.request_id, 3);
     assert_eq!(frame.header.status, Status::BadRequest);
 }
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn abuse_on_raw_sockets_leaves_other_clients_served_and_memory_bounded() {
+    let dir = workdir("proto_abuse");
+    let node = NodeProcess::start(&write_config(
+        &dir,
+        2,
+        "1G",
+        "max_connections = 8192\nrecv_buffer = \"64K\"",
+    ));
+    // A well-behaved client keeps working throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let (stop, addr) = (stop.clone(), node.addr);
+        std::thread::spawn(move || {
+            let mut client = ds_proto::Client::connect(addr, Duration::from_secs(5)).unwrap();
+            let mut rounds = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let data = pattern(rounds, 20_000);
+                let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+                client.put(id, 0, &data).unwrap();
+                let mut out = Vec::new();
+                client
+                    .get(id, 0, data.len() as u64, &mut out, &mut |_| {})
+                    .unwrap();
+                assert_eq!(out, data);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let before = rss_bytes(node.child.id());
+    // Every kind of bad frame, each on its own connection.
+    let mut valid = Vec::new();
+    Frame::new(Header::request(Opcode::Ping, 9), b"x".to_vec())
+        .unwrap()
+        .encode_into(&mut valid)
+        .unwrap();
+    let mut unknown_opcode = valid.clone();
+    unknown_opcode[6] = 0x3e;
+    let crc = crc32c::crc32c(&unknown_opcode[..ds_proto::header::HEADER_CRC_AT]);
+    unknown_opcode[ds_proto::header::HEADER_CRC_AT..HEADER_BYTES]
+        .copy_from_slice(&crc.to_le_bytes());
+    let mut bad_header_crc = valid.clone();
+    bad_header_crc[20] ^= 0xff;
+    let truncated = valid[..HEADER_BYTES - 5].to_vec();
+    for (name, bytes, status) in [
+        ("unknown opcode", unknown_opcode, Some(Status::BadRequest)),
+        ("bad header crc", bad_header_crc, Some(Status::Checksum)),
+        ("truncated then closed", truncated, None),
+    ] {
+        let mut stream = raw(&node);
+        stream.write_all(&bytes).unwrap();
+        if status.is_none() {
+            drop(stream);
+            continue;
+        }
+        let frame = read_frame(&mut stream, &mut FrameDecoder::new());
+        assert_eq!(
+            Some(frame.header.status),
+            status,
+            "{name}: {}",
+            frame.error_message()
+        );
+    }
+    // 10,000 connections, each stalled in the middle of a frame header.
+    let mut stalled = Vec::new();
+    for _ in 0..10_000 {
+        match TcpStream::connect(node.addr) {
+            Ok(mut stream) => {
+                let _ = stream.write_all(&valid[..10]);
+                stalled.push(stream);
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        stalled.len() >= 5_000,
+        "only {} connections opened",
+        stalled.len()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let during = rss_bytes(node.child.id());
+    // A fresh client is still served while they are all open.
+    node.client().ping(b"hi").unwrap();
+    drop(stalled);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = worker.join().unwrap();
+    assert!(rounds > 10, "the good client made {rounds} rounds");
+    // Each connection may hold a 64 KiB receive buffer: bounded by the table, not the abuse.
+    assert!(
+        during < before + (10_000u64 * 80 << 10),
+        "rss grew from {before} to {during} bytes"
+    );
+}
+
+#[test]
+fn a_client_stalled_mid_frame_is_disconnected() {
+    let dir = workdir("proto_stall");
+    let node = NodeProcess::start(&write_config(&dir, 1, "1G", ""));
+    let mut stream = raw(&node);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    Frame::new(Header::request(Opcode::Ping, 1), vec![7; 1000])
+        .unwrap()
+        .encode_into(&mut bytes)
+        .unwrap();
+    stream.write_all(&bytes[..500]).unwrap();
+    let started = std::time::Instant::now();
+    let frames = read_until_closed(&mut stream);
+    assert!(frames.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(25),
+        "{waited:?}"
+    );
+}

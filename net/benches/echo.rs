@@ -8,9 +8,11 @@
 //!   drops. Reports MB/s measured at the server, to set beside `iperf3 -c 127.0.0.1` (one stream).
 //!
 //! Prints one JSON object per line. `wait` polls and blocks when idle (the reactor's adaptive
-//! mode); `spin` never blocks (busy mode).
+//! mode); `spin` never blocks (busy mode). The same two runs over blocking `std::net` sockets
+//! (one thread per end, `"transport":"std"`) follow as the kernel's baseline.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -53,6 +55,8 @@ fn main() {
     let duration = Duration::from_secs(seconds);
     pingpong(duration, msg_bytes, conns, mode);
     stream(duration, mode);
+    pingpong_std(duration, msg_bytes);
+    stream_std(duration);
 }
 
 fn fail(message: &str) -> ! {
@@ -210,12 +214,13 @@ fn pingpong(duration: Duration, msg_bytes: usize, conns: usize, mode: Mode) {
         "{{\"bench\":\"pingpong\",\"transport\":\"uring\",\"mode\":\"{}\",\"conns\":{conns},\
          \"msg_bytes\":{msg_bytes},\"seconds\":{elapsed:.3},\"round_trips\":{round_trips},\
          \"ops_per_sec\":{:.0},\"latency_us_p50\":{},\"latency_us_p99\":{},\
-         \"latency_us_p999\":{}}}",
+         \"latency_us_p999\":{},\"latency_us_max\":{}}}",
         mode_name(mode),
         round_trips as f64 / elapsed,
         latency.value_at_quantile(0.5),
         latency.value_at_quantile(0.99),
         latency.value_at_quantile(0.999),
+        latency.max(),
     );
 }
 
@@ -262,6 +267,101 @@ fn stream(duration: Duration, mode: Mode) {
          \"chunk_bytes\":{STREAM_CHUNK_BYTES},\"seconds\":{span:.3},\"bytes\":{bytes},\
          \"mb_per_sec\":{megabytes_per_sec:.1},\"gbit_per_sec\":{:.2}}}",
         mode_name(mode),
+        megabytes_per_sec * 8.0 / 1e3,
+    );
+}
+
+/// Ping-pong over blocking std sockets, one connection: the kernel's round trip without
+/// io_uring.
+fn pingpong_std(duration: Duration, msg_bytes: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(len) => {
+                    if stream.write_all(&buf[..len]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_nodelay(true).expect("nodelay");
+    let message = vec![0x5a; msg_bytes];
+    let mut back = vec![0; msg_bytes];
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    let mut round_trips = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let sent_at = Instant::now();
+        client.write_all(&message).expect("write");
+        client.read_exact(&mut back).expect("read");
+        latency.saturating_record((sent_at.elapsed().as_micros() as u64).max(1));
+        round_trips += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(client);
+    server.join().expect("server");
+    println!(
+        "{{\"bench\":\"pingpong\",\"transport\":\"std\",\"mode\":\"blocking\",\"conns\":1,\
+         \"msg_bytes\":{msg_bytes},\"seconds\":{elapsed:.3},\"round_trips\":{round_trips},\
+         \"ops_per_sec\":{:.0},\"latency_us_p50\":{},\"latency_us_p99\":{},\
+         \"latency_us_p999\":{},\"latency_us_max\":{}}}",
+        round_trips as f64 / elapsed,
+        latency.value_at_quantile(0.5),
+        latency.value_at_quantile(0.99),
+        latency.value_at_quantile(0.999),
+        latency.max(),
+    );
+}
+
+/// Streaming over blocking std sockets, one connection, measured at the receiver.
+fn stream_std(duration: Duration) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut buf = vec![0; 256 * 1024];
+        let mut bytes = 0u64;
+        let (mut first, mut last) = (None, Instant::now());
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(len) => {
+                    bytes += len as u64;
+                    last = Instant::now();
+                    first.get_or_insert(last);
+                }
+            }
+        }
+        (
+            bytes,
+            first.map_or(0.0, |first| (last - first).as_secs_f64()),
+        )
+    });
+    let mut client = TcpStream::connect(addr).expect("connect");
+    let chunk = vec![7u8; STREAM_CHUNK_BYTES];
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        client.write_all(&chunk).expect("write");
+    }
+    drop(client);
+    let (bytes, span) = server.join().expect("server");
+    let megabytes_per_sec = if span > 0.0 {
+        bytes as f64 / span / 1e6
+    } else {
+        0.0
+    };
+    println!(
+        "{{\"bench\":\"stream\",\"transport\":\"std\",\"mode\":\"blocking\",\"conns\":1,\
+         \"chunk_bytes\":{STREAM_CHUNK_BYTES},\"seconds\":{span:.3},\"bytes\":{bytes},\
+         \"mb_per_sec\":{megabytes_per_sec:.1},\"gbit_per_sec\":{:.2}}}",
         megabytes_per_sec * 8.0 / 1e3,
     );
 }

@@ -27,6 +27,8 @@ const INBOX_PER_TURN_MAX: usize = 256;
 /// Watch tokens: the inbox's eventfd, and device queues (any value at or above).
 const TOKEN_INBOX: u64 = 0;
 const TOKEN_DEVICE: u64 = 1;
+/// How often stalled connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long a stopping core waits for requests in flight.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
 
@@ -113,6 +115,7 @@ fn serve(ctx: &Rc<CoreCtx>, setup: &CoreSetup) -> anyhow::Result<()> {
     let mut store_events = Vec::new();
     let mut idle_since: Option<Instant> = None;
     let mut last_publish = Instant::now();
+    let mut last_sweep = Instant::now();
     let mut stop_deadline: Option<Instant> = None;
     let mut turn_start = Instant::now();
     loop {
@@ -148,7 +151,15 @@ fn serve(ctx: &Rc<CoreCtx>, setup: &CoreSetup) -> anyhow::Result<()> {
             publish(ctx, &setup.published);
             last_publish = now;
         }
+        if now - last_sweep >= SWEEP_EVERY {
+            conn::close_stalled(ctx, now);
+            last_sweep = now;
+        }
         if setup.stop.load(Ordering::Relaxed) {
+            if !ctx.stopping.get() {
+                ctx.stopping.set(true);
+                conn::drain_all(ctx);
+            }
             let deadline = *stop_deadline.get_or_insert(now + STOP_DRAIN);
             let quiet = ctx.reply_slots.borrow().pending() == 0
                 && ctx.store_slots.borrow().pending() == 0

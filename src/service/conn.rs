@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use ds_net::{ConnId, NetError, RecvBuf};
 use ds_proto::{Frame, FrameDecoder};
@@ -17,6 +18,9 @@ use crate::service::ctx::CoreCtx;
 
 /// Requests one connection may have running; more wait in the socket (TCP backpressure).
 pub const REQUESTS_PER_CONN_MAX: usize = 64;
+/// A connection holding part of a frame for this long without sending more is closed, so
+/// clients that stall mid-frame cannot hold the node's buffers and connection slots.
+pub const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct ConnState {
@@ -32,6 +36,8 @@ pub struct ConnState {
     /// Close once every queued reply went out (after a reply that ends the connection).
     close_when_flushed: bool,
     closed: bool,
+    /// When bytes last arrived.
+    last_input: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -56,9 +62,50 @@ impl Conns {
 pub struct Gone;
 
 pub fn accepted(ctx: &CoreCtx, conn: ConnId) {
+    if ctx.stopping.get() {
+        // A stopping node takes no new clients.
+        ctx.net.borrow_mut().close(conn);
+        return;
+    }
     let mut conns = ctx.conns.borrow_mut();
     conns.map.insert(conn, ConnState::default());
     conns.accepted += 1;
+}
+
+/// The node is stopping: read no more requests; close every connection once the replies of
+/// its running requests went out.
+pub fn drain_all(ctx: &CoreCtx) {
+    let mut idle = Vec::new();
+    for (conn, state) in ctx.conns.borrow_mut().map.iter_mut() {
+        state.close_when_flushed = true;
+        if state.running == 0 && state.unsent == 0 {
+            idle.push(*conn);
+        }
+    }
+    for conn in idle {
+        ctx.net.borrow_mut().close(conn);
+    }
+}
+
+/// Closes connections stalled in the middle of a frame for [`FRAME_STALL_TIMEOUT`].
+pub fn close_stalled(ctx: &CoreCtx, now: Instant) -> usize {
+    let stalled: Vec<ConnId> = ctx
+        .conns
+        .borrow()
+        .map
+        .iter()
+        .filter(|(_, s)| {
+            !s.decoder.at_frame_boundary()
+                && s.last_input
+                    .is_some_and(|at| now.duration_since(at) >= FRAME_STALL_TIMEOUT)
+        })
+        .map(|(conn, _)| *conn)
+        .collect();
+    for conn in &stalled {
+        tracing::debug!(%conn, "closing a connection stalled mid-frame");
+        ctx.net.borrow_mut().close(*conn);
+    }
+    stalled.len()
 }
 
 pub fn closed(ctx: &CoreCtx, conn: ConnId) {
@@ -81,7 +128,7 @@ pub fn sent(ctx: &CoreCtx, conn: ConnId) {
         for waker in state.waiters.drain(..) {
             waker.wake();
         }
-        state.close_when_flushed && state.unsent == 0
+        state.close_when_flushed && state.unsent == 0 && state.running == 0
     };
     if close {
         ctx.net.borrow_mut().close(conn);
@@ -97,6 +144,7 @@ pub fn received(ctx: &Rc<CoreCtx>, conn: ConnId, buf: RecvBuf) {
                 "one receive buffer out per connection"
             );
             state.parked = Some((buf, 0));
+            state.last_input = Some(Instant::now());
         }
         None => return ctx.net.borrow_mut().recycle(conn, buf),
     }
@@ -184,8 +232,16 @@ fn dispatch(
 }
 
 fn finished(ctx: &Rc<CoreCtx>, conn: ConnId) {
-    if let Some(state) = ctx.conns.borrow_mut().map.get_mut(&conn) {
-        state.running -= 1;
+    let close = match ctx.conns.borrow_mut().map.get_mut(&conn) {
+        Some(state) => {
+            state.running -= 1;
+            state.close_when_flushed && state.running == 0 && state.unsent == 0
+        }
+        None => false,
+    };
+    if close {
+        ctx.net.borrow_mut().close(conn);
+        return;
     }
     pump(ctx, conn);
 }

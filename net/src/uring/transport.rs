@@ -475,7 +475,9 @@ impl Transport for UringTransport {
         }
         // With COOP_TASKRUN the kernel posts completions only while this thread is inside it:
         // an empty completion queue with work in flight may just mean nobody asked.
-        if self.ring.has_submissions() || (self.ops_inflight > 0 && self.ring.cq_is_empty()) {
+        let looks_idle = self.events.is_empty() && self.ops_inflight > 0 && self.ring.cq_is_empty();
+        let held_back = looks_idle && (always_enter() || self.ring.may_hold_completions());
+        if self.ring.has_submissions() || held_back {
             self.ring.enter();
         }
         self.reap();
@@ -591,4 +593,9 @@ impl Drop for UringTransport {
         }
         self.events.clear();
     }
+}
+
+fn always_enter() -> bool {
+    static ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALWAYS.get_or_init(|| std::env::var_os("DS_NET_ALWAYS_ENTER").is_some())
 }
