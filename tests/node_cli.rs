@@ -201,3 +201,56 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn cli_round_trips_of_every_size_up_to_one_gib() {
+    let dir = workdir("cli_sizes");
+    let config = write_config(&dir, 2, "4G", "");
+    let node = NodeProcess::start(&config);
+    let mut stored = Vec::new();
+    for (seed, size) in [0usize, 1, 4095, 4096, (1 << 20) + 1, 1 << 30]
+        .into_iter()
+        .enumerate()
+    {
+        let input = dir.join(format!("in-{size}"));
+        // The 1 GiB file is written in pieces, never held whole in memory.
+        let mut file = std::fs::File::create(&input).unwrap();
+        let piece = pattern(seed as u64, size.min(8 << 20));
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(piece.len());
+            file.write_all(&piece[..n]).unwrap();
+            left -= n;
+        }
+        drop(file);
+        let id = ok(&node.ds(&["put", input.to_str().unwrap()]))
+            .trim()
+            .to_string();
+        stored.push((id, input));
+    }
+    let check = |node: &NodeProcess, stored: &[(String, std::path::PathBuf)]| {
+        for (id, input) in stored {
+            let output = dir.join("out");
+            ok(&node.ds(&["get", id, "-o", output.to_str().unwrap()]));
+            let same = Command::new("cmp")
+                .arg(input)
+                .arg(&output)
+                .status()
+                .unwrap();
+            assert!(
+                same.success(),
+                "object {id} differs from {}",
+                input.display()
+            );
+        }
+    };
+    check(&node, &stored);
+    node.stop();
+    let node = NodeProcess::start(&config);
+    check(&node, &stored);
+    for (id, input) in &stored {
+        ok(&node.ds(&["delete", id]));
+        assert!(!node.ds(&["get", id]).status.success());
+        std::fs::remove_file(input).unwrap();
+    }
+}

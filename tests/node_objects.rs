@@ -248,3 +248,101 @@ fn a_one_gib_object_streams_in_and_out() {
         .unwrap();
     assert_eq!((read, check.at), (GIB, GIB));
 }
+
+#[test]
+fn every_poll_mode_serves() {
+    for mode in ["busy", "sleep", "adaptive"] {
+        let dir = workdir(&format!("node_poll_{mode}"));
+        let extra = format!("poll_mode = {mode:?}");
+        let config = write_config(&dir, 2, "1G", "").replace_with_mode(&extra);
+        let node = NodeProcess::start(&config);
+        let mut client = node.client();
+        for i in 0..20 {
+            let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+            let data = pattern(i, 3000 * i as usize);
+            client.put(id, 0, &data).unwrap();
+            assert_eq!(get_all(&mut client, id), data, "{mode}");
+        }
+        node.stop();
+    }
+}
+
+/// Swaps the poll mode line of a written config.
+trait ReplaceMode {
+    fn replace_with_mode(self, line: &str) -> std::path::PathBuf;
+}
+
+impl ReplaceMode for std::path::PathBuf {
+    fn replace_with_mode(self, line: &str) -> std::path::PathBuf {
+        let text = std::fs::read_to_string(&self).unwrap();
+        std::fs::write(&self, text.replace("poll_mode = \"adaptive\"", line)).unwrap();
+        self
+    }
+}
+
+#[test]
+fn a_64_gib_object_holds_its_last_byte() {
+    const SIZE: u64 = 64 << 30;
+    let dir = workdir("node_64g");
+    let node = NodeProcess::start(&write_config(&dir, 2, "1G", ""));
+    let mut client = node.client();
+    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    client.put(id, SIZE - 3, b"end").unwrap();
+    client.put(id, 0, b"start").unwrap();
+    let stat = client.stat(id).unwrap();
+    assert_eq!(stat.size, SIZE);
+    assert_eq!(stat.parts.len(), 2, "only the written stripes are stored");
+    let mut out = Vec::new();
+    client
+        .get(id, SIZE - 10, 10, &mut out, &mut |_| {})
+        .unwrap();
+    assert_eq!(out, b"\0\0\0\0\0\0\0end");
+    out.clear();
+    client
+        .get(id, 32 << 30, 4096, &mut out, &mut |_| {})
+        .unwrap();
+    assert_eq!(out, vec![0; 4096], "the middle is a hole");
+    let err = client.put(id, (1 << 40) - 1, b"xx").unwrap_err();
+    assert_eq!(status_of(err), Status::TooLarge);
+    client.delete(id).unwrap();
+}
+
+#[test]
+fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_object() {
+    let dir = workdir("node_sigterm");
+    let config = write_config(&dir, 2, "2G", "");
+    let node = NodeProcess::start(&config);
+    let acked: Arc<Mutex<Vec<(ObjectId, u64)>>> = Arc::default();
+    let mut threads = Vec::new();
+    for worker in 0..3u64 {
+        let (acked, addr) = (acked.clone(), node.addr);
+        threads.push(std::thread::spawn(move || {
+            let Ok(mut client) = ds_proto::Client::connect(addr, std::time::Duration::from_secs(5))
+            else {
+                return;
+            };
+            for n in 0..u64::MAX {
+                let seed = worker << 32 | n;
+                let Ok(id) = client.create(Scheme::new(1, 0).unwrap()) else {
+                    return;
+                };
+                if client.put(id, 0, &pattern(seed, 50_000)).is_err() {
+                    return;
+                }
+                acked.lock().unwrap().push((id, seed));
+            }
+        }));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    node.stop(); // asserts exit status 0
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+    let node = NodeProcess::start(&config);
+    let mut client = node.client();
+    for (id, seed) in &acked {
+        assert_eq!(get_all(&mut client, *id), pattern(*seed, 50_000));
+    }
+}

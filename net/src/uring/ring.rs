@@ -154,17 +154,6 @@ impl Ring {
         !self.backlog.is_empty() || !self.ring.submission().is_empty()
     }
 
-    /// Whether the kernel may hold completions back until this thread enters it: with
-    /// `TASKRUN_FLAG` it says so in the submission ring's flags (or the completion queue
-    /// overflowed into the kernel's list); without, assume it does.
-    pub fn may_hold_completions(&mut self) -> bool {
-        if !self.coop_taskrun {
-            return true;
-        }
-        let submission = self.ring.submission();
-        submission.taskrun() || submission.cq_overflow()
-    }
-
     pub fn cq_is_empty(&mut self) -> bool {
         self.ring.completion().is_empty()
     }

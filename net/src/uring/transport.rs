@@ -474,10 +474,10 @@ impl Transport for UringTransport {
             self.wake_listeners();
         }
         // With COOP_TASKRUN the kernel posts completions only while this thread is inside it:
-        // an empty completion queue with work in flight may just mean nobody asked.
+        // an empty completion queue with work in flight may just mean nobody asked. (Events
+        // already queued are returned first; the next poll asks.)
         let looks_idle = self.events.is_empty() && self.ops_inflight > 0 && self.ring.cq_is_empty();
-        let held_back = looks_idle && (always_enter() || self.ring.may_hold_completions());
-        if self.ring.has_submissions() || held_back {
+        if self.ring.has_submissions() || looks_idle {
             self.ring.enter();
         }
         self.reap();
@@ -593,9 +593,4 @@ impl Drop for UringTransport {
         }
         self.events.clear();
     }
-}
-
-fn always_enter() -> bool {
-    static ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALWAYS.get_or_init(|| std::env::var_os("DS_NET_ALWAYS_ENTER").is_some())
 }
