@@ -203,8 +203,8 @@ impl UringTransport {
         let rest = &front[conn.send_offset..];
         assert!(!rest.is_empty());
         let len = rest.len().min(SEND_BYTES_PER_OP_MAX) as u32;
-        // MSG_WAITALL: the kernel continues a short send itself where it can (Linux 5.19 and
-        // later) instead of completing it early. MSG_NOSIGNAL: a peer that went away is an
+        // MSG_WAITALL: a kernel that supports it for io_uring sends continues a short send
+        // itself instead of completing it early (older ones complete short; see handle_send). MSG_NOSIGNAL: a peer that went away is an
         // EPIPE completion, not a SIGPIPE for the process.
         let entry = opcode::Send::new(Fd(conn.socket.as_raw_fd()), rest.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
