@@ -2,13 +2,14 @@
 # One node through the protocol, beside the machine's own limits measured in the same run:
 #   iperf3 over loopback TCP (one stream)            -> the network ceiling
 #   fio on the node's device file (1 MiB seq write, 4 KiB rand read QD32) -> the device ceiling
-#   ds bench PUT and GET of 4 KiB and 1 MiB objects, CONCURRENCY connections
+#   ds bench PUT and GET of 1 MiB objects (8 in flight, as fio's write depth), of 4 KiB objects
+#   (32 in flight, as fio's read depth), and 4 KiB GETs one at a time (latency at low load)
 # Prints one JSON object with every figure and the ratios.
-#   bench/node.sh [SECONDS] [CONCURRENCY] [DIR]    (defaults: 5, 8, target/bench/node)
+#   bench/node.sh [SECONDS] [CONNECTIONS] [DIR]    (defaults: 5, 2, target/bench/node)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
-concurrency=${2:-8}
+connections=${2:-2}
 dir=${3:-target/bench/node}
 for tool in fio iperf3; do
   command -v $tool >/dev/null || { echo "bench: $tool is needed (apt-get install $tool)" >&2; exit 1; }
@@ -40,12 +41,15 @@ export DS_NODE=127.0.0.1:$port
 for _ in $(seq 100); do $bin/ds ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 results=()
-for size in 4K 1M; do
-  for op in put get; do
-    echo "bench: ds $op $size" >&2
-    results+=("ds_${op}_$size $($bin/ds bench --op $op --size $size --concurrency "$concurrency" --duration "$seconds" --json)")
-  done
-done
+ds_bench() {
+  echo "bench: ds $*" >&2
+  $bin/ds bench --duration "$seconds" --connections "$connections" --json "$@"
+}
+results+=("ds_put_1M $(ds_bench --op put --size 1M --concurrency 8)")
+results+=("ds_get_1M $(ds_bench --op get --size 1M --concurrency 8)")
+results+=("ds_put_4K $(ds_bench --op put --size 4K --concurrency 32)")
+results+=("ds_get_4K $(ds_bench --op get --size 4K --concurrency 32)")
+results+=("ds_get_4K_qd1 $($bin/ds bench --duration "$seconds" --connections 1 --json --op get --size 4K --concurrency 1)")
 kill -TERM $pid; wait $pid || true
 
 # The device ceiling, on the same file the node used (it is stopped now).
@@ -65,16 +69,18 @@ runs = {}
 for line in sys.stdin:
     name, blob = line.split(" ", 1)
     runs[name] = json.loads(blob)
-out = {"seconds_per_run": float(sys.argv[2]), "concurrency": int(sys.argv[3]),
+out = {"seconds_per_run": float(sys.argv[2]), "connections": int(sys.argv[3]),
        "iperf3_loopback_gbit_per_s": round(iperf_gbit, 2),
        "fio_seq_write_1m_mb_per_s": round(runs["fio_write_1M"]["write_mb_per_second"]),
        "fio_randread_4k_iops": round(runs["fio_read_4K"]["read_iops"])}
-for name in ("ds_put_4K", "ds_get_4K", "ds_put_1M", "ds_get_1M"):
+for name in ("ds_put_1M", "ds_get_1M", "ds_put_4K", "ds_get_4K", "ds_get_4K_qd1"):
     r = runs[name]
-    out[name] = {"ops_per_s": round(r["ops_per_second"]), "mb_per_s": round(r["mb_per_second"], 1),
-                 "latency_us": r["latency_us"]}
-out["put_1m_ratio_to_fio_write"] = round(runs["ds_put_1M"]["mb_per_second"] / out["fio_seq_write_1m_mb_per_s"], 3)
-out["get_1m_ratio_to_iperf3"] = round(runs["ds_get_1M"]["mb_per_second"] * 8 / 1000 / iperf_gbit, 3)
+    out[name] = {"in_flight": r["concurrency"], "ops_per_s": round(r["ops_per_second"]),
+                 "mb_per_s": round(r["mb_per_second"], 1), "latency_us": r["latency_us"]}
+limit_1m = min(out["fio_seq_write_1m_mb_per_s"], iperf_gbit * 1000 / 8)
+out["put_1m_ratio_to_min_fio_iperf3"] = round(runs["ds_put_1M"]["mb_per_second"] / limit_1m, 3)
+out["get_1m_ratio_to_min_fio_iperf3"] = round(runs["ds_get_1M"]["mb_per_second"] / limit_1m, 3)
+out["get_4k_qd1_p99_us"] = runs["ds_get_4K_qd1"]["latency_us"]["p99"]
 out["get_4k_ratio_to_fio_randread"] = round(runs["ds_get_4K"]["ops_per_second"] / out["fio_randread_4k_iops"], 3)
 print(json.dumps(out, indent=2))
-' "$iperf_gbit" "$seconds" "$concurrency"
+' "$iperf_gbit" "$seconds" "$connections"

@@ -207,6 +207,12 @@ impl Client {
         StatReply::decode(&document).map_err(|error| ProtocolError::Stat(error).into())
     }
 
+    /// Sends `header` with `payload` (the payload fields of the header are computed), for
+    /// tools that pipeline requests themselves; match replies with [`Client::recv`].
+    pub fn send_request(&mut self, header: &Header, payload: &[u8]) -> Result<(), ClientError> {
+        self.send_parts(header, payload)
+    }
+
     /// Sends one frame as it is (for tests and tools; the operations above use it too).
     pub fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
         self.send_parts(&frame.header, &frame.payload)

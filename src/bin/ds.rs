@@ -96,9 +96,12 @@ enum Command {
         /// Object size.
         #[arg(long, default_value = "4K", value_parser = size_arg)]
         size: u64,
-        /// Connections, each with one request at a time.
+        /// Requests kept in flight.
         #[arg(long, default_value = "4")]
         concurrency: usize,
+        /// Connections the requests are pipelined over (at most --concurrency).
+        #[arg(long, default_value = "2")]
+        connections: usize,
         #[arg(long, default_value = "10")]
         duration: f64,
         #[arg(long)]
@@ -255,6 +258,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             op,
             size,
             concurrency,
+            connections,
             duration,
             json,
         } => {
@@ -270,6 +274,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 op,
                 size,
                 concurrency,
+                connections,
                 duration: Duration::from_secs_f64(duration),
                 progress: !json,
             };

@@ -204,7 +204,10 @@ fn handle_net(ctx: &Rc<CoreCtx>, event: NetEvent) {
             ctx.metrics.borrow_mut().connection_opened();
         }
         NetEvent::Received { conn, buf } => conn::received(ctx, conn, buf),
-        NetEvent::Sent { conn, .. } => conn::sent(ctx, conn),
+        NetEvent::Sent { conn, buf } => {
+            conn::sent(ctx, conn);
+            ctx.give_send_buf(buf);
+        }
         NetEvent::Closed { conn, reason } => {
             tracing::debug!(core = ctx.core, %conn, %reason, "connection closed");
             conn::closed(ctx, conn);

@@ -16,6 +16,10 @@ use crate::reactor::slots::{self, Slots};
 use crate::reactor::timer::{self, Timers};
 use crate::service::owner::{OwnerState, ShardOp, ShardReply};
 
+/// Reply buffers a core keeps for reuse, and the smallest worth keeping.
+const SEND_POOL_MAX: usize = 64;
+const SEND_POOL_MIN_BYTES: usize = 64 << 10;
+
 /// What cores send each other.
 pub enum Message {
     /// Run a shard operation on the core that owns the shard; answer `from` with `tag`.
@@ -48,6 +52,8 @@ pub struct CoreCtx {
     pub metrics: RefCell<crate::stats::metrics::CoreMetrics>,
     /// Device slot -> path, for STAT.
     device_names: Vec<(u8, String)>,
+    /// Reply buffers handed back by the transport once sent, for the next replies.
+    send_pool: RefCell<Vec<Vec<u8>>>,
     /// Frames refused by the decoder (malformed, bad checksums, wrong version).
     pub protocol_errors: Cell<u64>,
     /// Set to stop the core's loop.
@@ -85,6 +91,7 @@ impl CoreCtx {
             conns: RefCell::default(),
             metrics: RefCell::new(crate::stats::metrics::CoreMetrics::new(core)),
             device_names,
+            send_pool: RefCell::default(),
             protocol_errors: Cell::new(0),
             stopping: Cell::new(false),
         })
@@ -96,6 +103,24 @@ impl CoreCtx {
             .iter()
             .find(|(s, _)| *s == slot)
             .map_or_else(|| format!("device {slot}"), |(_, name)| name.clone())
+    }
+
+    /// An empty buffer for a reply of about `bytes`, reused when one is at hand.
+    pub fn take_send_buf(&self, bytes: usize) -> Vec<u8> {
+        let mut pool = self.send_pool.borrow_mut();
+        match pool.iter().rposition(|b| b.capacity() >= bytes) {
+            Some(at) => pool.swap_remove(at),
+            None => Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Keeps a sent buffer for reuse (a bounded number; small ones are not worth keeping).
+    pub fn give_send_buf(&self, mut buf: Vec<u8>) {
+        let mut pool = self.send_pool.borrow_mut();
+        if pool.len() < SEND_POOL_MAX && buf.capacity() >= SEND_POOL_MIN_BYTES {
+            buf.clear();
+            pool.push(buf);
+        }
     }
 
     pub async fn sleep(&self, duration: Duration) {

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ds_nvme::DmaBuf;
+use ds_store::limits::RECORD_HEADER_BYTES;
 use ds_store::{GetError, PutError, ShardKey, ShardMeta};
 use thiserror::Error;
 
@@ -58,8 +60,25 @@ pub enum ShardReply {
     Meta(Result<ObjectMeta, OpError>),
     Done(Result<(), OpError>),
     /// The stripe's bytes, or `None` for a stripe never written (a hole).
-    Data(Result<Option<Vec<u8>>, OpError>),
+    Data(Result<Option<StripeBytes>, OpError>),
     Located(Vec<u8>),
+}
+
+/// A stripe as the store read it: the record's buffer itself, handed from the owning core to
+/// the coordinator without a copy. Give it back with `CoreStore::recycle` when done.
+pub struct StripeBytes {
+    buf: DmaBuf,
+    len: usize,
+}
+
+impl StripeBytes {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf.as_slice()[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + self.len]
+    }
+
+    pub fn into_buf(self) -> DmaBuf {
+        self.buf
+    }
 }
 
 /// Why a shard operation failed, in terms the protocol maps to statuses.
@@ -304,13 +323,12 @@ async fn write(
     )))
 }
 
-async fn read(ctx: &Rc<CoreCtx>, key: ShardKey) -> Result<Option<Vec<u8>>, OpError> {
+async fn read(ctx: &Rc<CoreCtx>, key: ShardKey) -> Result<Option<StripeBytes>, OpError> {
     match ctx.get(key).await {
-        Ok(done) => {
-            let bytes = done.data().to_vec();
-            ctx.store.borrow_mut().recycle(done.buf);
-            Ok(Some(bytes))
-        }
+        Ok(done) => Ok(Some(StripeBytes {
+            len: done.header.data_bytes as usize,
+            buf: done.buf,
+        })),
         Err(GetError::NotFound) => Ok(None),
         Err(error) => Err(error.into()),
     }

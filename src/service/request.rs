@@ -10,7 +10,7 @@ use std::time::Instant;
 use ds_net::ConnId;
 use ds_proto::{
     Frame, Header, ObjectId, Opcode, ReplyChunks, Scheme, StatPart, StatReply, Status,
-    LENGTH_TO_END,
+    HEADER_BYTES, LENGTH_TO_END,
 };
 use ds_store::{ShardKey, ShardMeta};
 
@@ -18,7 +18,7 @@ use crate::local::core_of;
 use crate::service::conn::{self, Gone};
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::{ObjectMeta, META_STRIPE};
-use crate::service::owner::{now_ns, OpError, ShardOp, ShardReply};
+use crate::service::owner::{now_ns, OpError, ShardOp, ShardReply, StripeBytes};
 use crate::stats::metrics::Op;
 
 /// Object bytes per stripe (one shard record each on a single node, scheme 1+0).
@@ -128,9 +128,25 @@ async fn reply(ctx: &CoreCtx, conn: ConnId, request: &Header, payload: Vec<u8>) 
 }
 
 async fn send_frame(ctx: &CoreCtx, conn: ConnId, frame: &Frame) -> Result<(), Gone> {
-    let mut bytes = Vec::with_capacity(ds_proto::HEADER_BYTES + frame.payload.len());
+    let mut bytes = ctx.take_send_buf(HEADER_BYTES + frame.payload.len());
     let _ = frame.encode_into(&mut bytes);
     conn::send(ctx, conn, bytes).await
+}
+
+/// A reply built in place in a pooled buffer: room for the header, then the payload is
+/// appended by the caller, then [`finish_frame`] writes the header (one copy of the payload).
+fn start_frame(ctx: &CoreCtx, payload_bytes: usize) -> Vec<u8> {
+    let mut bytes = ctx.take_send_buf(HEADER_BYTES + payload_bytes);
+    bytes.resize(HEADER_BYTES, 0);
+    bytes
+}
+
+fn finish_frame(mut header: Header, bytes: &mut [u8]) -> Result<(), Refusal> {
+    header
+        .seal(&bytes[HEADER_BYTES..])
+        .map_err(|e| refuse(Status::Internal, e.to_string()))?;
+    bytes[..HEADER_BYTES].copy_from_slice(&header.encode());
+    Ok(())
 }
 
 fn meta_owner(ctx: &CoreCtx, object: u128) -> usize {
@@ -191,8 +207,9 @@ async fn create(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     Ok(send_frame(ctx, conn, &frame).await.map(|()| 0))
 }
 
-async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -> Handled {
+async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8>) -> Handled {
     let object = request.object_id.0;
+    let written = data.len() as u64;
     let end = request
         .offset
         .checked_add(data.len() as u64)
@@ -221,7 +238,12 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -
         let within = at % stripe_bytes;
         let take = (stripe_bytes - within).min(end - at);
         let from = (at - request.offset) as usize;
-        let piece = data[from..from + take as usize].to_vec();
+        // A write within one stripe (the usual 1 MiB aligned chunk) moves its buffer along.
+        let piece = if from == 0 && take as usize == data.len() {
+            std::mem::take(&mut data)
+        } else {
+            data[from..from + take as usize].to_vec()
+        };
         let key = ShardKey::new(object, stripe as u32, 0);
         let whole = within == 0 && take == stripe_bytes;
         let op = ShardOp::Write {
@@ -264,7 +286,7 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -
     }
     // The reply echoes the offset and says how many bytes were written.
     let mut header = request.reply(Status::Ok);
-    header.length = data.len() as u64;
+    header.length = written;
     let frame =
         Frame::new(header, Vec::new()).map_err(|e| refuse(Status::Internal, e.to_string()))?;
     Ok(send_frame(ctx, conn, &frame).await.map(|()| 0))
@@ -274,7 +296,7 @@ async fn read_stripe(
     ctx: Rc<CoreCtx>,
     object: u128,
     stripe: u32,
-) -> Result<Option<Vec<u8>>, OpError> {
+) -> Result<Option<StripeBytes>, OpError> {
     let key = ShardKey::new(object, stripe, 0);
     match ctx
         .call(core_of(key, ctx.cores), ShardOp::Read { key })
@@ -320,10 +342,10 @@ async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     // Stripe reads run ahead of the frames being sent, a bounded number at a time.
     let mut pending = std::collections::VecDeque::new();
     let mut next = first;
-    let mut stripe_data: Option<(u64, Vec<u8>)> = None;
+    let mut stripe_data: Option<(u64, Option<StripeBytes>)> = None;
     let mut sent = 0u64;
     for chunk in chunks {
-        let mut payload = Vec::with_capacity(chunk.bytes);
+        let mut bytes = start_frame(ctx, chunk.bytes);
         let mut at = chunk.offset;
         let chunk_end = chunk.offset + chunk.bytes as u64;
         while at < chunk_end {
@@ -342,25 +364,32 @@ async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
                     return Err(refuse(Status::Internal, "stripe read-ahead ran dry"));
                 };
                 debug_assert_eq!(s, stripe);
-                let bytes = task.await.map_err(Refusal::from)?.unwrap_or_default();
-                stripe_data = Some((stripe, bytes));
+                let read = task.await.map_err(Refusal::from)?;
+                if let Some((_, Some(old))) = stripe_data.replace((stripe, read)) {
+                    ctx.store.borrow_mut().recycle(old.into_buf());
+                }
             }
-            let (_, bytes) = stripe_data.as_ref().expect("stripe loaded");
+            let stored: &[u8] = match &stripe_data {
+                Some((_, Some(data))) => data.as_slice(),
+                _ => &[],
+            };
             let within = at % stripe_bytes;
             let take = (stripe_bytes - within).min(chunk_end - at);
             // A hole, or a stripe shorter than the range: zeros.
-            let have_from = (within as usize).min(bytes.len());
-            let have_to = ((within + take) as usize).min(bytes.len());
-            payload.extend_from_slice(&bytes[have_from..have_to]);
-            payload.resize(payload.len() + (take as usize - (have_to - have_from)), 0);
+            let have_from = (within as usize).min(stored.len());
+            let have_to = ((within + take) as usize).min(stored.len());
+            bytes.extend_from_slice(&stored[have_from..have_to]);
+            bytes.resize(bytes.len() + (take as usize - (have_to - have_from)), 0);
             at += take;
         }
-        let frame = Frame::new(chunk.header(request), payload)
-            .map_err(|e| refuse(Status::Internal, e.to_string()))?;
-        if send_frame(ctx, conn, &frame).await.is_err() {
+        finish_frame(chunk.header(request), &mut bytes)?;
+        if conn::send(ctx, conn, bytes).await.is_err() {
             return Ok(Err(Gone));
         }
         sent += chunk.bytes as u64;
+    }
+    if let Some((_, Some(last))) = stripe_data {
+        ctx.store.borrow_mut().recycle(last.into_buf());
     }
     Ok(Ok(sent))
 }

@@ -1,16 +1,18 @@
-//! `ds bench`: closed-loop load against a node over the protocol. Each of `concurrency`
-//! connections keeps one request in flight; latencies go into one HdrHistogram.
+//! `ds bench`: closed-loop load against a node over the protocol. `concurrency` requests are
+//! kept in flight, pipelined over `connections` connections (one thread each); latencies go
+//! into one HdrHistogram.
 //!
 //! Objects: every connection creates [`OBJECTS_PER_WORKER`] objects first. PUT writes `size`
 //! bytes at offset 0 of the next one (a whole-object overwrite after the first round); GET
 //! reads a whole object back (they are filled before timing starts); mixed alternates.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ds_proto::{Client, ObjectId, Scheme};
+use ds_proto::{Client, Header, ObjectId, Opcode, Scheme, Status};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -30,6 +32,8 @@ pub struct Spec {
     pub op: BenchOp,
     pub size: u64,
     pub concurrency: usize,
+    /// Connections (one thread each) the requests in flight are spread over.
+    pub connections: usize,
     pub duration: Duration,
     pub progress: bool,
 }
@@ -39,6 +43,7 @@ pub struct Report {
     pub op: BenchOp,
     pub size: u64,
     pub concurrency: usize,
+    pub connections: usize,
     pub seconds: f64,
     pub ops: u64,
     pub ops_per_second: f64,
@@ -58,10 +63,11 @@ pub struct Percentiles {
 impl Report {
     pub fn human(&self) -> String {
         format!(
-            "{:?} {} B x {} connections for {:.1} s: {} ops, {:.0} ops/s, {:.1} MB/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "{:?} {} B, {} in flight on {} connections, {:.1} s: {} ops, {:.0} ops/s, {:.1} MB/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
             self.op,
             self.size,
             self.concurrency,
+            self.connections,
             self.seconds,
             self.ops,
             self.ops_per_second,
@@ -79,8 +85,9 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     let size = usize::try_from(spec.size).context("--size does not fit in memory")?;
     anyhow::ensure!(size > 0, "--size must be at least 1 byte");
     // Prepare every connection (objects created, filled for reads) before the clock starts.
+    let connections = spec.connections.clamp(1, spec.concurrency);
     let mut workers = Vec::new();
-    for _ in 0..spec.concurrency {
+    for _ in 0..connections {
         let mut client = Client::connect(spec.node.as_str(), CONNECT_TIMEOUT)
             .with_context(|| format!("connecting to {}", spec.node))?;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
@@ -100,8 +107,11 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     let mut handles = Vec::new();
     for (worker, (client, objects, data)) in workers.into_iter().enumerate() {
         let (stop, done, op) = (stop.clone(), done.clone(), spec.op);
+        // The requests in flight, spread evenly over the connections.
+        let depth =
+            spec.concurrency / connections + usize::from(worker < spec.concurrency % connections);
         handles.push(std::thread::spawn(move || {
-            work(worker, client, objects, data, op, &stop, &done)
+            work(worker, client, objects, data, op, depth, &stop, &done)
         }));
     }
     let bar = if spec.progress {
@@ -129,6 +139,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         op: spec.op,
         size: spec.size,
         concurrency: spec.concurrency,
+        connections,
         seconds,
         ops,
         ops_per_second: ops as f64 / seconds,
@@ -149,40 +160,64 @@ fn work(
     objects: Vec<ObjectId>,
     data: Vec<u8>,
     op: BenchOp,
+    depth: usize,
     stop: &AtomicBool,
     done: &AtomicU64,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut read_back = Vec::with_capacity(data.len());
+    // Request id -> (start, GET bytes still to come).
+    let mut inflight: HashMap<u64, (Instant, u64)> = HashMap::new();
     let mut n = worker;
-    while !stop.load(Ordering::Relaxed) {
-        let id = objects[n % objects.len()];
-        let put = match op {
-            BenchOp::Put => true,
-            BenchOp::Get => false,
-            BenchOp::Mixed => n.is_multiple_of(2),
+    loop {
+        while inflight.len() < depth && !stop.load(Ordering::Relaxed) {
+            let id = objects[n % objects.len()];
+            let put = match op {
+                BenchOp::Put => true,
+                BenchOp::Get => false,
+                BenchOp::Mixed => n.is_multiple_of(2),
+            };
+            let request_id = client.next_request_id();
+            let opcode = if put { Opcode::Put } else { Opcode::Get };
+            let mut header = Header::request(opcode, request_id);
+            header.object_id = id;
+            let (payload, expect): (&[u8], u64) = if put {
+                (&data, 0)
+            } else {
+                header.length = data.len() as u64;
+                (&[], data.len() as u64)
+            };
+            client
+                .send_request(&header, payload)
+                .with_context(|| format!("{opcode} {id}"))?;
+            inflight.insert(request_id, (Instant::now(), expect));
+            n += 1;
+        }
+        if inflight.is_empty() {
+            return Ok(histogram);
+        }
+        let frame = client.recv().context("receiving a reply")?;
+        let request_id = frame.header.request_id;
+        anyhow::ensure!(
+            frame.header.status == Status::Ok,
+            "{} {} failed: {} {}",
+            frame.header.opcode,
+            frame.header.object_id,
+            frame.header.status,
+            frame.error_message()
+        );
+        let Some((began, left)) = inflight.get_mut(&request_id) else {
+            anyhow::bail!("a reply to request {request_id}, which is not in flight");
         };
-        let began = Instant::now();
-        if put {
-            client
-                .put(id, 0, &data)
-                .with_context(|| format!("PUT {id}"))?;
-        } else {
-            read_back.clear();
-            client
-                .get(id, 0, data.len() as u64, &mut read_back, &mut |_| {})
-                .with_context(|| format!("GET {id}"))?;
-            // An object not yet written by a mixed load reads as short; anything else is a bug.
+        *left = left.saturating_sub(frame.payload.len() as u64);
+        if frame.header.has_more() || *left > 0 {
             anyhow::ensure!(
-                read_back.len() == data.len(),
-                "GET {id} returned {} bytes, not {}",
-                read_back.len(),
-                data.len()
+                frame.header.has_more(),
+                "GET reply of request {request_id} came short"
             );
+            continue;
         }
         histogram.record(began.elapsed().as_micros().max(1) as u64)?;
+        inflight.remove(&request_id);
         done.fetch_add(1, Ordering::Relaxed);
-        n += 1;
     }
-    Ok(histogram)
 }
