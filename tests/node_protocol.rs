@@ -304,7 +304,7 @@ fn abuse_on_raw_sockets_leaves_other_clients_served_and_memory_bounded() {
     assert!(rounds > 10, "the good client made {rounds} rounds");
     // Each connection may hold a 64 KiB receive buffer: bounded by the table, not the abuse.
     assert!(
-        during < before + (10_000u64 * 80 << 10),
+        during < before + ((10_000u64 * 80) << 10),
         "rss grew from {before} to {during} bytes"
     );
 }

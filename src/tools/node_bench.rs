@@ -111,7 +111,15 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         let depth =
             spec.concurrency / connections + usize::from(worker < spec.concurrency % connections);
         handles.push(std::thread::spawn(move || {
-            work(worker, client, objects, data, op, depth, &stop, &done)
+            let worker = Worker {
+                index: worker,
+                client,
+                objects,
+                data,
+                op,
+                depth,
+            };
+            work(worker, &stop, &done)
         }));
     }
     let bar = if spec.progress {
@@ -154,20 +162,29 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     })
 }
 
-fn work(
-    worker: usize,
-    mut client: Client,
+/// One connection's share of the load.
+struct Worker {
+    index: usize,
+    client: Client,
     objects: Vec<ObjectId>,
     data: Vec<u8>,
     op: BenchOp,
     depth: usize,
-    stop: &AtomicBool,
-    done: &AtomicU64,
-) -> anyhow::Result<Histogram<u64>> {
+}
+
+fn work(worker: Worker, stop: &AtomicBool, done: &AtomicU64) -> anyhow::Result<Histogram<u64>> {
+    let Worker {
+        index,
+        mut client,
+        objects,
+        data,
+        op,
+        depth,
+    } = worker;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     // Request id -> (start, GET bytes still to come).
     let mut inflight: HashMap<u64, (Instant, u64)> = HashMap::new();
-    let mut n = worker;
+    let mut n = index;
     loop {
         while inflight.len() < depth && !stop.load(Ordering::Relaxed) {
             let id = objects[n % objects.len()];
