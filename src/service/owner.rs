@@ -28,6 +28,12 @@ pub enum ShardOp {
     MetaGet {
         object: u128,
     },
+    /// The metadata and the stripe holding byte `offset` (when inside the object): a GET's
+    /// first trip.
+    ReadFirst {
+        object: u128,
+        offset: u64,
+    },
     /// Make the durable size at least `end`; answers the metadata after.
     MetaGrow {
         object: u128,
@@ -62,6 +68,7 @@ pub enum ShardReply {
     /// The stripe's bytes, or `None` for a stripe never written (a hole).
     Data(Result<Option<StripeBytes>, OpError>),
     Located(Vec<u8>),
+    MetaAndData(Result<(ObjectMeta, Option<StripeBytes>), OpError>),
 }
 
 /// A stripe as the store read it: the record's buffer itself, handed from the owning core to
@@ -174,6 +181,9 @@ pub async fn execute(ctx: &Rc<CoreCtx>, op: ShardOp) -> ShardReply {
             whole,
         } => ShardReply::Done(write(ctx, key, meta, at, data, whole).await),
         ShardOp::Read { key } => ShardReply::Data(read(ctx, key).await),
+        ShardOp::ReadFirst { object, offset } => {
+            ShardReply::MetaAndData(read_first(ctx, object, offset).await)
+        }
         ShardOp::Delete { key } => {
             let version = ctx.owner.borrow_mut().next_version(0);
             ShardReply::Done(
@@ -332,4 +342,18 @@ async fn read(ctx: &Rc<CoreCtx>, key: ShardKey) -> Result<Option<StripeBytes>, O
         Err(GetError::NotFound) => Ok(None),
         Err(error) => Err(error.into()),
     }
+}
+
+async fn read_first(
+    ctx: &Rc<CoreCtx>,
+    object: u128,
+    offset: u64,
+) -> Result<(ObjectMeta, Option<StripeBytes>), OpError> {
+    let meta = meta_get(ctx, object).await?;
+    if offset >= meta.size {
+        return Ok((meta, None));
+    }
+    let stripe = offset / u64::from(meta.stripe_bytes);
+    let key = ShardKey::new(object, stripe as u32, 0);
+    Ok((meta, read(ctx, key).await?))
 }

@@ -149,13 +149,15 @@ fn finish_frame(mut header: Header, bytes: &mut [u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn meta_owner(ctx: &CoreCtx, object: u128) -> usize {
+/// The core that owns every record of `object` (the core of its metadata key): one core
+/// serves all of an object, so a request needs at most one hop and no cross-core metadata.
+fn owner_of(ctx: &CoreCtx, object: u128) -> usize {
     core_of(ShardKey::new(object, META_STRIPE, 0), ctx.cores)
 }
 
 async fn load_meta(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
     match ctx
-        .call(meta_owner(ctx, object), ShardOp::MetaGet { object })
+        .call(owner_of(ctx, object), ShardOp::MetaGet { object })
         .await
     {
         ShardReply::Meta(Ok(meta)) => Ok(meta),
@@ -190,10 +192,7 @@ async fn create(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         version: 0,
     };
     match ctx
-        .call(
-            meta_owner(ctx, object),
-            ShardOp::MetaCreate { object, meta },
-        )
+        .call(owner_of(ctx, object), ShardOp::MetaCreate { object, meta })
         .await
     {
         ShardReply::Meta(Ok(_)) => {}
@@ -253,7 +252,7 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8
             data: piece,
             whole,
         };
-        let owner = core_of(key, ctx.cores);
+        let owner = owner_of(ctx, object);
         let task_ctx = ctx.clone();
         writes.push(
             ctx.executor
@@ -270,7 +269,7 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8
     }
     if end > meta.size {
         match ctx
-            .call(meta_owner(ctx, object), ShardOp::MetaGrow { object, end })
+            .call(owner_of(ctx, object), ShardOp::MetaGrow { object, end })
             .await
         {
             ShardReply::Meta(Ok(_)) => {}
@@ -299,7 +298,7 @@ async fn read_stripe(
 ) -> Result<Option<StripeBytes>, OpError> {
     let key = ShardKey::new(object, stripe, 0);
     match ctx
-        .call(core_of(key, ctx.cores), ShardOp::Read { key })
+        .call(owner_of(&ctx, object), ShardOp::Read { key })
         .await
     {
         ShardReply::Data(result) => result,
@@ -309,8 +308,22 @@ async fn read_stripe(
 
 async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     let object = request.object_id.0;
-    let meta = load_meta(ctx, object).await?;
     let offset = request.offset;
+    // The metadata and the first stripe in one trip to the owning core.
+    let (meta, first_data) = match ctx
+        .call(owner_of(ctx, object), ShardOp::ReadFirst { object, offset })
+        .await
+    {
+        ShardReply::MetaAndData(Ok(found)) => found,
+        ShardReply::MetaAndData(Err(OpError::NotFound)) => {
+            return Err(refuse(
+                Status::NotFound,
+                format!("object {} does not exist", ObjectId(object)),
+            ))
+        }
+        ShardReply::MetaAndData(Err(error)) => return Err(error.into()),
+        _ => return Err(refuse(Status::Internal, "wrong reply kind to ReadFirst")),
+    };
     let len = match request.length {
         // To the end: an offset past the end is refused below like any other range.
         LENGTH_TO_END => meta.size.saturating_sub(offset),
@@ -341,8 +354,8 @@ async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     };
     // Stripe reads run ahead of the frames being sent, a bounded number at a time.
     let mut pending = std::collections::VecDeque::new();
-    let mut next = first;
-    let mut stripe_data: Option<(u64, Option<StripeBytes>)> = None;
+    let mut next = first + 1;
+    let mut stripe_data: Option<(u64, Option<StripeBytes>)> = Some((first, first_data));
     let mut sent = 0u64;
     for chunk in chunks {
         let mut bytes = start_frame(ctx, chunk.bytes);
@@ -399,7 +412,7 @@ async fn delete(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     // The metadata goes first: from then on the object is gone for every reader, and a crash
     // before its stripes are tombstoned leaves only unreachable records.
     let meta = match ctx
-        .call(meta_owner(ctx, object), ShardOp::MetaDelete { object })
+        .call(owner_of(ctx, object), ShardOp::MetaDelete { object })
         .await
     {
         ShardReply::Meta(Ok(meta)) => meta,
@@ -419,7 +432,7 @@ async fn delete(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         while running.len() < FAN_OUT && stripe < stripes {
             let key = ShardKey::new(object, stripe as u32, 0);
             let task_ctx = ctx.clone();
-            let owner = core_of(key, ctx.cores);
+            let owner = owner_of(ctx, object);
             running
                 .push_back(ctx.executor.spawn_task(async move {
                     task_ctx.call(owner, ShardOp::Delete { key }).await
@@ -449,7 +462,7 @@ async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         while running.len() < FAN_OUT && stripe < listed {
             let key = ShardKey::new(object, stripe as u32, 0);
             let task_ctx = ctx.clone();
-            let owner = core_of(key, ctx.cores);
+            let owner = owner_of(ctx, object);
             running.push_back((
                 stripe,
                 ctx.executor
