@@ -201,6 +201,7 @@ async fn create(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     }
     let mut header = request.reply(Status::Ok);
     header.object_id = ObjectId(object);
+    header.aux = request.aux;
     let frame =
         Frame::new(header, Vec::new()).map_err(|e| refuse(Status::Internal, e.to_string()))?;
     Ok(send_frame(ctx, conn, &frame).await.map(|()| 0))
@@ -209,18 +210,18 @@ async fn create(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
 async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8>) -> Handled {
     let object = request.object_id.0;
     let written = data.len() as u64;
-    let end = request
-        .offset
-        .checked_add(data.len() as u64)
-        .filter(|&end| end <= OBJECT_BYTES_MAX)
-        .ok_or_else(|| {
-            refuse(
-                Status::TooLarge,
-                format!(
-                    "a write ending past {OBJECT_BYTES_MAX} bytes is over the object size limit"
-                ),
-            )
-        })?;
+    let end = request.offset.checked_add(written).ok_or_else(|| {
+        refuse(
+            Status::OutOfRange,
+            format!("offset {} + {written} bytes overflows", request.offset),
+        )
+    })?;
+    if end > OBJECT_BYTES_MAX {
+        return Err(refuse(
+            Status::TooLarge,
+            format!("a write ending at byte {end} is past the object size limit of {OBJECT_BYTES_MAX} bytes"),
+        ));
+    }
     let meta = load_meta(ctx, object).await?;
     let stripe_bytes = u64::from(meta.stripe_bytes);
     let shard_meta = ShardMeta {
@@ -267,7 +268,8 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8
             _ => return Err(refuse(Status::Internal, "wrong reply kind to Write")),
         }
     }
-    if end > meta.size {
+    // An empty write only tells whether the object exists; it never grows it.
+    if end > meta.size && written > 0 {
         match ctx
             .call(owner_of(ctx, object), ShardOp::MetaGrow { object, end })
             .await
