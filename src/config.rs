@@ -69,6 +69,9 @@ pub enum ConfigError {
     /// The node id file could not be read, or created.
     #[error("{}: node id: {source}", path.display())]
     NodeIdIo { path: PathBuf, source: io::Error },
+    /// The cluster secret file could not be read, or created.
+    #[error("{}: cluster secret: {source}", path.display())]
+    SecretIo { path: PathBuf, source: io::Error },
     /// The node id file holds something other than 32 hex digits. It is never replaced: that
     /// would give the node's data a new owner.
     #[error("{}: not a node id (expected 32 hex digits); not replacing it", path.display())]
@@ -127,6 +130,9 @@ pub enum Problem {
     /// An erasure coding scheme outside 1 <= K, K + M <= 64.
     #[error("{0} needs 1 <= K and K+M <= {SCHEME_SHARDS_MAX}")]
     BadScheme(Scheme),
+    /// A secret shorter than is safe.
+    #[error("is {bytes} bytes; at least {min} are needed")]
+    TooShort { bytes: usize, min: usize },
     /// `first_cpu + cores` past the CPUs an affinity mask addresses.
     #[error("cores {first}..{end} go past CPU {}", CPUS_MAX - 1)]
     CpusPastEnd { first: usize, end: usize },
@@ -353,9 +359,75 @@ pub struct NodeConfig {
     pub max_connections: usize,
     #[serde(default = "default_recv_buffer")]
     pub recv_buffer: ByteSize,
+    /// The overlay: membership and routing among nodes (`[overlay]`).
+    #[serde(default)]
+    pub overlay: OverlayConfig,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
+}
+
+/// The `[overlay]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayConfig {
+    /// UDP address of the overlay; unset: the IP of `listen`, port + 1 (port 0 stays 0).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Overlay addresses of nodes to join through; empty: this node starts a new cluster.
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// The secret every message is authenticated with; nodes join only with the same one.
+    /// Unset: a random one is created once in `DATA_DIR/cluster-secret` (a cluster of one).
+    #[serde(default)]
+    pub cluster_secret: Option<String>,
+    /// Bucket size (k) and lookup parallelism (alpha); unset: the overlay's defaults.
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub alpha: Option<usize>,
+}
+
+/// Smallest cluster secret accepted: a short one is guessable.
+pub const CLUSTER_SECRET_BYTES_MIN: usize = 16;
+
+impl NodeConfig {
+    /// The overlay's UDP address (see [`OverlayConfig::listen`]).
+    pub fn overlay_listen(&self) -> SocketAddr {
+        self.overlay.listen.unwrap_or_else(|| {
+            let port = match self.listen.port() {
+                0 => 0,
+                port => port.wrapping_add(1),
+            };
+            SocketAddr::new(self.listen.ip(), port)
+        })
+    }
+
+    /// The cluster secret: from the config, or kept in `DATA_DIR/cluster-secret` (created once).
+    pub fn cluster_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(secret) = &self.overlay.cluster_secret {
+            return Ok(secret.as_bytes().to_vec());
+        }
+        let path = self.data_dir.join("cluster-secret");
+        match fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let secret = format!(
+                    "{:032x}{:032x}",
+                    rand::random::<u128>(),
+                    rand::random::<u128>()
+                );
+                fs::create_dir_all(&self.data_dir)
+                    .and_then(|()| fs::write(&path, &secret))
+                    .map_err(|source| ConfigError::SecretIo {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(secret.into_bytes())
+            }
+            Err(source) => Err(ConfigError::SecretIo { path, source }),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -451,6 +523,21 @@ impl NodeConfig {
             return Err(invalid(("data_dir", Problem::Empty)));
         }
         check_range("cores", self.cores as u64, 1, CORES_MAX as u64).map_err(&invalid)?;
+        if let Some(secret) = &self.overlay.cluster_secret {
+            if secret.len() < CLUSTER_SECRET_BYTES_MIN {
+                let problem = Problem::TooShort {
+                    bytes: secret.len(),
+                    min: CLUSTER_SECRET_BYTES_MIN,
+                };
+                return Err(invalid(("overlay.cluster_secret", problem)));
+            }
+        }
+        if let Some(k) = self.overlay.k {
+            check_range("overlay.k", k as u64, 2, 256).map_err(&invalid)?;
+        }
+        if let Some(alpha) = self.overlay.alpha {
+            check_range("overlay.alpha", alpha as u64, 1, 16).map_err(&invalid)?;
+        }
         if let Some(first) = self.first_cpu {
             let end = first.saturating_add(self.cores);
             if end > CPUS_MAX {

@@ -22,6 +22,7 @@ use crate::limits::{
     CLIENT_IO_TIMEOUT_SECS, CLIENT_READ_BUFFER_BYTES, MAX_PAYLOAD, PUT_WINDOW, STAT_REPLY_BYTES_MAX,
 };
 use crate::opcode::Opcode;
+use crate::overlay::OverlayReply;
 use crate::scheme::Scheme;
 use crate::stat::StatReply;
 use crate::status::Status;
@@ -205,6 +206,33 @@ impl Client {
         )?;
         // A document that does not parse was still received whole: the connection is fine.
         StatReply::decode(&document).map_err(|error| ProtocolError::Stat(error).into())
+    }
+
+    /// The node's overlay view; with `responsible` = (key, n), also the n nodes responsible for
+    /// key.
+    pub fn overlay(
+        &mut self,
+        responsible: Option<(ObjectId, u64)>,
+    ) -> Result<OverlayReply, ClientError> {
+        self.check_usable()?;
+        let request_id = self.next_request_id();
+        let (key, n) = responsible.unwrap_or((ObjectId(0), 0));
+        let mut header = object_request(Opcode::Overlay, request_id, key);
+        header.length = n;
+        self.send_parts(&header, &[])?;
+        let mut document = Vec::new();
+        self.receive_stream(
+            request_id,
+            Opcode::Overlay,
+            0,
+            None,
+            &mut |frame| {
+                document.extend_from_slice(&frame.payload);
+                Ok(())
+            },
+            &mut |_| {},
+        )?;
+        OverlayReply::decode(&document).map_err(|error| ProtocolError::Overlay(error).into())
     }
 
     /// Sends `header` with `payload` (the payload fields of the header are computed), for
@@ -404,7 +432,9 @@ impl Client {
                     announced: total,
                 }));
             }
-            if opcode == Opcode::Stat && total > STAT_REPLY_BYTES_MAX as u64 {
+            if matches!(opcode, Opcode::Stat | Opcode::Overlay)
+                && total > STAT_REPLY_BYTES_MAX as u64
+            {
                 return Err(self.fail(ProtocolError::StatTooLarge { bytes: total }));
             }
             let bytes = frame.payload.len() as u64;

@@ -29,11 +29,14 @@ pub enum Opcode {
     Delete = 0x05,
     /// Describe the object: a JSON document in the reply payload.
     Stat = 0x06,
+    /// Describe the node's overlay view (routing table, neighbourhood) and, when `length` > 0,
+    /// the `length` nodes responsible for `object_id`: a JSON document in the reply payload.
+    Overlay = 0x07,
 }
 
 impl Opcode {
     /// Every opcode v1 knows, in wire order.
-    pub const ALL: [Opcode; 7] = [
+    pub const ALL: [Opcode; 8] = [
         Opcode::Unknown,
         Opcode::Ping,
         Opcode::Create,
@@ -41,6 +44,7 @@ impl Opcode {
         Opcode::Get,
         Opcode::Delete,
         Opcode::Stat,
+        Opcode::Overlay,
     ];
 
     /// The opcode of a wire byte; `None` for values v1 does not define.
@@ -62,6 +66,7 @@ impl Opcode {
             Opcode::Get => "GET",
             Opcode::Delete => "DELETE",
             Opcode::Stat => "STAT",
+            Opcode::Overlay => "OVERLAY",
         }
     }
 }
@@ -89,7 +94,7 @@ mod tests {
                     assert_eq!(opcode.to_u8(), byte);
                     assert!(!is_peer_opcode(byte), "{opcode} sits in the peer range");
                 }
-                None => assert!(byte > Opcode::Stat as u8),
+                None => assert!(byte > Opcode::Overlay as u8),
             }
         }
     }

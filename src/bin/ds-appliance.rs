@@ -48,8 +48,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let node =
         Node::start(&config).with_context(|| format!("starting the node of {}", path.display()))?;
     println!(
-        "ds-appliance: node {:032x} serving on {} ({} cores)",
-        node.node_id, node.listen, config.cores
+        "ds-appliance: node {:032x} serving on {} (overlay {}, {} cores)",
+        node.node_id, node.listen, node.overlay_addr, config.cores
     );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));

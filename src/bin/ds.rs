@@ -69,6 +69,17 @@ enum Command {
     },
     /// Check that the node answers.
     Ping,
+    /// The node's view of the overlay: routing table, neighbourhood, counters; with --key, the
+    /// nodes responsible for that id.
+    Overlay {
+        #[arg(long)]
+        key: Option<ObjectId>,
+        /// How many responsible nodes to ask for (with --key).
+        #[arg(long, default_value = "6", requires = "key")]
+        n: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// The node's performance counters, from its stats socket.
     Stats {
         #[arg(long)]
@@ -235,6 +246,33 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "{node}: ok in {:.3} ms",
                 started.elapsed().as_secs_f64() * 1e3
             );
+        }
+        Command::Overlay { key, n, json } => {
+            anyhow::ensure!((1..=64).contains(&n), "--n must be between 1 and 64");
+            let view = connect(node)?
+                .overlay(key.map(|key| (key, n)))
+                .context("overlay")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!("node {} at {}", view.node.id, view.node.addr);
+                if let Some(responsible) = &view.responsible {
+                    println!("responsible for {}:", key.expect("asked"));
+                    for peer in responsible {
+                        println!("  {} {}", peer.id, peer.addr);
+                    }
+                }
+                println!("neighbourhood ({}):", view.neighbourhood.len());
+                for peer in &view.neighbourhood {
+                    println!("  {} {}", peer.id, peer.addr);
+                }
+                println!("routing table: {} entries", view.routing.len());
+                for (name, value) in &view.stats {
+                    if !value.is_object() {
+                        println!("  {name}: {value}");
+                    }
+                }
+            }
         }
         Command::Stats { socket, json, prom } => {
             let format = if json {

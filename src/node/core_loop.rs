@@ -46,6 +46,8 @@ pub struct CoreSetup {
     pub cpu: Option<usize>,
     pub max_connections: usize,
     pub recv_buffer: usize,
+    /// Where OVERLAY requests go (the management thread).
+    pub overlay: Option<std::sync::mpsc::SyncSender<crate::service::ctx::OverlayQuery>>,
 }
 
 /// Runs core `setup.core` until the node stops; reports on `ready` once it serves.
@@ -100,13 +102,15 @@ fn start(setup: &CoreSetup) -> anyhow::Result<Rc<CoreCtx>> {
         net.watch(fd, TOKEN_DEVICE + i as u64)
             .context("watching a device queue")?;
     }
-    Ok(CoreCtx::new(
+    let ctx = CoreCtx::new(
         setup.core,
         setup.cores,
         store,
         setup.inboxes.clone(),
         Box::new(net),
-    ))
+    );
+    *ctx.overlay.borrow_mut() = setup.overlay.clone();
+    Ok(ctx)
 }
 
 fn serve(ctx: &Rc<CoreCtx>, setup: &CoreSetup) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! partition serving the object protocol, a stats socket, and an orderly stop.
 
 pub mod core_loop;
+pub mod overlay;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use crate::service::ctx::Message;
 use crate::stats::metrics::Published;
 use crate::stats::server::StatsServer;
 use crate::stats::snapshot::{CoreSnapshot, NodeSnapshot};
+use overlay::{OverlayDriver, OverlaySetup};
 
 /// How long start-up waits for every core to recover its partition.
 const START_TIMEOUT: Duration = Duration::from_secs(600);
@@ -27,7 +29,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Node {
     pub node_id: u128,
     pub listen: std::net::SocketAddr,
+    pub overlay_addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Dropped first at stop: LEAVE goes out while the cores still serve.
+    overlay: Option<OverlayDriver>,
     inboxes: Vec<Arc<Inbox<Message>>>,
     cores: Vec<JoinHandle<anyhow::Result<()>>>,
     _stats: Option<StatsServer>,
@@ -60,6 +65,18 @@ impl Node {
         let inboxes = (0..cores)
             .map(|_| Inbox::new().context("creating an inbox eventfd"))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The management side's overlay, before the cores, which send it their OVERLAY queries.
+        let overlay = OverlayDriver::start(OverlaySetup {
+            node_id,
+            listen: config.overlay_listen(),
+            seeds: config.overlay.seeds.clone(),
+            secret: config
+                .cluster_secret()
+                .context("reading the cluster secret")?,
+            k: config.overlay.k,
+            alpha: config.overlay.alpha,
+            inboxes: inboxes.clone(),
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let published: Vec<Published> = (0..cores).map(|_| Published::default()).collect();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Ready)>();
@@ -83,6 +100,7 @@ impl Node {
                     .then(|| config.first_cpu.unwrap_or(0) + core)
                     .map(|cpu| cpu % crate::reactor::available_cpus()),
                 max_connections: config.max_connections,
+                overlay: Some(overlay.queries.clone()),
                 recv_buffer: config.recv_buffer.bytes() as usize,
             };
             let ready = ready_tx.clone();
@@ -109,6 +127,7 @@ impl Node {
         let listen = *listen.lock().expect("listen lock");
         let version = crate::GIT_REVISION.to_string();
         let started = Instant::now();
+        let overlay_stats = overlay.snapshot.clone();
         let source = move || NodeSnapshot {
             node_id: format!("{node_id:032x}"),
             version: version.clone(),
@@ -118,6 +137,10 @@ impl Node {
                 .iter()
                 .filter_map(|p| p.lock().ok().and_then(|s| s.clone()))
                 .collect::<Vec<CoreSnapshot>>(),
+            overlay: overlay_stats
+                .lock()
+                .ok()
+                .and_then(|s| serde_json::to_value(&*s).ok()),
         };
         let stats = StatsServer::start(&config.stats_socket, source).with_context(|| {
             format!(
@@ -125,10 +148,12 @@ impl Node {
                 config.stats_socket.display()
             )
         })?;
-        tracing::info!(node = format!("{node_id:032x}"), %listen, cores, "node serving");
+        tracing::info!(node = format!("{node_id:032x}"), %listen, overlay = %overlay.addr, cores, "node serving");
         Ok(Node {
             node_id,
             listen,
+            overlay_addr: overlay.addr,
+            overlay: Some(overlay),
             stop,
             inboxes,
             cores: handles,
@@ -143,6 +168,7 @@ impl Node {
     }
 
     fn stop_cores(&mut self) -> anyhow::Result<()> {
+        drop(self.overlay.take());
         self.stop.store(true, Ordering::SeqCst);
         for inbox in &self.inboxes {
             inbox.wake();

@@ -20,6 +20,15 @@ use crate::service::owner::{OwnerState, ShardOp, ShardReply};
 const SEND_POOL_MAX: usize = 64;
 const SEND_POOL_MIN_BYTES: usize = 64 << 10;
 
+/// A question for the management thread's overlay, answered into core `core`'s inbox as
+/// `Message::Reply { tag, reply: ShardReply::Document(..) }` (the OVERLAY document).
+pub struct OverlayQuery {
+    /// Also the `n` nodes responsible for this key.
+    pub responsible: Option<(u128, usize)>,
+    pub core: usize,
+    pub tag: usize,
+}
+
 /// What cores send each other.
 pub enum Message {
     /// Run a shard operation on the core that owns the shard; answer `from` with `tag`.
@@ -56,6 +65,8 @@ pub struct CoreCtx {
     send_pool: RefCell<Vec<Vec<u8>>>,
     /// Frames refused by the decoder (malformed, bad checksums, wrong version).
     pub protocol_errors: Cell<u64>,
+    /// Where OVERLAY requests go (the management thread), when the node runs an overlay.
+    pub overlay: RefCell<Option<std::sync::mpsc::SyncSender<OverlayQuery>>>,
     /// Set to stop the core's loop.
     pub stopping: Cell<bool>,
 }
@@ -93,6 +104,7 @@ impl CoreCtx {
             device_names,
             send_pool: RefCell::default(),
             protocol_errors: Cell::new(0),
+            overlay: RefCell::new(None),
             stopping: Cell::new(false),
         })
     }
@@ -177,6 +189,23 @@ impl CoreCtx {
         self.send_to(owner, Message::Request { from, tag, op })
             .await;
         slots::wait(self.reply_slots.clone(), tag).await
+    }
+
+    /// Asks the management thread's overlay; `None` when the node runs none or it is gone.
+    pub async fn ask_overlay(&self, responsible: Option<(u128, usize)>) -> Option<ShardReply> {
+        let sender = self.overlay.borrow().clone()?;
+        let tag = self.reply_slots.borrow_mut().open();
+        let query = OverlayQuery {
+            responsible,
+            core: self.core,
+            tag,
+        };
+        if sender.try_send(query).is_err() {
+            // Full or gone: the slot will never be completed; it stays reserved (bounded by
+            // the failures, each answered BUSY).
+            return None;
+        }
+        Some(slots::wait(self.reply_slots.clone(), tag).await)
     }
 
     /// Hands a message from the inbox to whoever waits for it.

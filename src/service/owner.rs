@@ -69,6 +69,8 @@ pub enum ShardReply {
     Data(Result<Option<StripeBytes>, OpError>),
     Located(Vec<u8>),
     MetaAndData(Result<(ObjectMeta, Option<StripeBytes>), OpError>),
+    /// A JSON document (the management thread's answer to an OVERLAY request).
+    Document(Result<Vec<u8>, OpError>),
 }
 
 /// A stripe as the store read it: the record's buffer itself, handed from the owning core to

@@ -31,6 +31,8 @@ const GET_READ_AHEAD: usize = 4;
 const FAN_OUT: usize = 32;
 /// Stripes STAT lists parts of; beyond, the reply says how many there are but not where.
 const STAT_PARTS_MAX: u64 = 65_536;
+/// Largest responsible set an OVERLAY request may ask for.
+const OVERLAY_SET_MAX: usize = 64;
 /// Nodes this single-node service can place shards on (the cluster, with more, is issue 5).
 const NODES: usize = 1;
 
@@ -64,7 +66,7 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
         Opcode::Get => Some(Op::Get),
         Opcode::Delete => Some(Op::Delete),
         Opcode::Stat => Some(Op::Stat),
-        Opcode::Unknown => None,
+        Opcode::Overlay | Opcode::Unknown => None,
     };
     let payload_bytes = frame.payload.len() as u64;
     let result = match header.opcode {
@@ -82,6 +84,7 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
         Opcode::Get => get(ctx, conn, &header).await,
         Opcode::Delete => delete(ctx, conn, &header).await,
         Opcode::Stat => stat(ctx, conn, &header).await,
+        Opcode::Overlay => overlay(ctx, conn, &header).await,
         Opcode::Unknown => Err(refuse(
             Status::BadRequest,
             "opcode UNKNOWN is not a request",
@@ -494,17 +497,42 @@ async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         parts,
     }
     .encode();
+    send_document(ctx, conn, request, &document).await
+}
+
+async fn overlay(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
+    let n = usize::try_from(request.length).unwrap_or(usize::MAX);
+    let responsible = (n > 0).then_some((request.object_id.0, n.min(OVERLAY_SET_MAX)));
+    let document = match ctx.ask_overlay(responsible).await {
+        Some(ShardReply::Document(Ok(document))) => document,
+        Some(ShardReply::Document(Err(error))) => return Err(error.into()),
+        Some(_) => {
+            return Err(refuse(
+                Status::Internal,
+                "wrong reply kind to an overlay query",
+            ))
+        }
+        None => {
+            return Err(refuse(
+                Status::Unavailable,
+                "the node's overlay is not running or is overloaded",
+            ))
+        }
+    };
+    send_document(ctx, conn, request, &document).await
+}
+
+/// Sends a JSON document as a (multi-frame) reply.
+async fn send_document(ctx: &CoreCtx, conn: ConnId, request: &Header, document: &[u8]) -> Handled {
     let total = document.len() as u64;
     let chunks =
-        ReplyChunks::new(0, total).ok_or_else(|| refuse(Status::Internal, "STAT too large"))?;
+        ReplyChunks::new(0, total).ok_or_else(|| refuse(Status::Internal, "document too large"))?;
     for chunk in chunks {
         let start = chunk.start as usize;
-        let frame = Frame::new(
-            chunk.header(request),
-            document[start..start + chunk.bytes].to_vec(),
-        )
-        .map_err(|e| refuse(Status::Internal, e.to_string()))?;
-        if send_frame(ctx, conn, &frame).await.is_err() {
+        let mut bytes = start_frame(ctx, chunk.bytes);
+        bytes.extend_from_slice(&document[start..start + chunk.bytes]);
+        finish_frame(chunk.header(request), &mut bytes)?;
+        if conn::send(ctx, conn, bytes).await.is_err() {
             return Ok(Err(Gone));
         }
     }

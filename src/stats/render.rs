@@ -73,6 +73,37 @@ fn escape_label(value: &str) -> String {
 }
 
 /// Rust prints `inf` and `NaN`; the format wants `+Inf`, `-Inf`, `NaN`.
+/// Every number of the overlay's counters as `ds_overlay_<name>`; drops by reason as labels.
+fn overlay_families(out: &mut Exposition, report: &NodeReport) {
+    let Some(serde_json::Value::Object(overlay)) = &report.overlay else {
+        return;
+    };
+    for (name, value) in overlay {
+        match value {
+            serde_json::Value::Number(number) => {
+                let family = format!("ds_overlay_{name}");
+                out.family(&family, "gauge", &format!("Overlay: {name}."));
+                out.sample(&family, &[], number);
+            }
+            serde_json::Value::Bool(flag) => {
+                let family = format!("ds_overlay_{name}");
+                out.family(&family, "gauge", &format!("Overlay: {name} (1 = yes)."));
+                out.sample(&family, &[], u8::from(*flag));
+            }
+            serde_json::Value::Object(by_label) => {
+                let family = format!("ds_overlay_{name}");
+                out.family(&family, "counter", &format!("Overlay: {name}."));
+                for (label, count) in by_label {
+                    if let serde_json::Value::Number(count) = count {
+                        out.sample(&family, &[("reason", label.as_str())], count);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn float(value: f64) -> String {
     if value.is_nan() {
         "NaN".to_string()
@@ -104,6 +135,7 @@ pub fn prometheus(report: &NodeReport) -> String {
     core_op_families(&mut out, report);
     core_families(&mut out, report);
     device_families(&mut out, report);
+    overlay_families(&mut out, report);
     out.text
 }
 

@@ -115,6 +115,9 @@ pub struct NodeReport {
     pub cores: Vec<CoreReport>,
     /// Every core's devices, in core order.
     pub devices: Vec<DeviceSnapshot>,
+    /// The overlay's counters, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<serde_json::Value>,
 }
 
 fn sum_ops(ops: &BTreeMap<String, OpReport>) -> OpCounters {
@@ -204,6 +207,7 @@ impl NodeReport {
             },
             cores: node.cores.iter().map(CoreReport::new).collect(),
             devices: node.devices().cloned().collect(),
+            overlay: node.overlay.clone(),
         }
     }
 

@@ -130,6 +130,8 @@ pub struct NodeSnapshot {
     pub uptime_seconds: f64,
     pub listen: String,
     pub cores: Vec<CoreSnapshot>,
+    /// The overlay's counters (routing table, lookups, hops, drops), when it runs.
+    pub overlay: Option<serde_json::Value>,
 }
 
 /// Sums over the cores of a [`NodeSnapshot`].
@@ -172,6 +174,7 @@ impl NodeSnapshot {
             uptime_seconds: uptime.as_secs_f64(),
             listen: listen.to_string(),
             cores,
+            overlay: None,
         }
     }
 

@@ -125,6 +125,9 @@ pub enum ProtocolError {
     /// A STAT document that does not parse (the connection stays usable).
     #[error(transparent)]
     Stat(#[from] StatDecodeError),
+    /// An OVERLAY document that does not parse (the connection stays usable).
+    #[error(transparent)]
+    Overlay(#[from] crate::overlay::OverlayDecodeError),
     /// A PING reply whose payload is not the request's.
     #[error("request {request_id}: the PING reply does not echo the payload")]
     PingEcho { request_id: u64 },

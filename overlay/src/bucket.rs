@@ -1,0 +1,190 @@
+//! One k-bucket: at most k live nodes of one distance range, least recently seen first.
+//!
+//! A full bucket never drops a live entry for a newcomer. The newcomer waits as the bucket's
+//! single `candidate` while the least recently seen entry (`evicting`) is pinged; only if that
+//! entry turns suspect (misses replies) does the candidate take its place. A flood of new ids
+//! therefore only replaces the candidate and triggers one ping at a time; live entries answer
+//! and stay. The bucket does not send anything itself: the overlay reads `evicting` and pings.
+
+use std::time::Instant;
+
+use crate::id::{NodeId, NodeInfo};
+
+/// A node in a bucket or in the neighbourhood.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub info: NodeInfo,
+    /// When a message from the node was last accepted.
+    pub last_seen: Instant,
+    /// Requests to the node that went unanswered in a row.
+    pub misses: u32,
+}
+
+/// What `Bucket::seen` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Already there: moved to the most recently seen end.
+    Refreshed,
+    /// Inserted into free room.
+    Added,
+    /// Full and not there: the caller decides (candidate + eviction ping).
+    Full,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Bucket {
+    /// Least recently seen first.
+    entries: Vec<Entry>,
+    /// A node that contacted us while the bucket was full, waiting for a slot.
+    pub candidate: Option<NodeInfo>,
+    /// The entry being pinged to see whether the candidate may replace it.
+    pub evicting: Option<NodeId>,
+    /// When a lookup for an id in this bucket's range last started; `None`: due for refresh.
+    pub last_lookup: Option<Instant>,
+}
+
+impl Bucket {
+    pub fn new(now: Instant) -> Bucket {
+        Bucket {
+            entries: Vec::new(),
+            candidate: None,
+            evicting: None,
+            last_lookup: Some(now),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn position(&self, id: NodeId) -> Option<usize> {
+        self.entries.iter().position(|entry| entry.info.id == id)
+    }
+
+    pub fn get(&self, id: NodeId) -> Option<&Entry> {
+        self.position(id).map(|at| &self.entries[at])
+    }
+
+    /// The least recently seen entry.
+    pub fn head(&self) -> Option<&Entry> {
+        self.entries.first()
+    }
+
+    /// A message from `info` was accepted at `now`.
+    pub fn seen(&mut self, info: NodeInfo, now: Instant, capacity: usize) -> Seen {
+        assert!(capacity > 0);
+        if let Some(at) = self.position(info.id) {
+            let mut entry = self.entries.remove(at);
+            entry.info.addr = info.addr;
+            entry.last_seen = now;
+            entry.misses = 0;
+            self.entries.push(entry);
+            return Seen::Refreshed;
+        }
+        if self.entries.len() < capacity {
+            self.entries.push(Entry {
+                info,
+                last_seen: now,
+                misses: 0,
+            });
+            return Seen::Added;
+        }
+        assert_eq!(self.entries.len(), capacity);
+        Seen::Full
+    }
+
+    /// Counts a missed reply; returns the misses in a row, or `None` if `id` is not here.
+    pub fn record_miss(&mut self, id: NodeId) -> Option<u32> {
+        let at = self.position(id)?;
+        let entry = &mut self.entries[at];
+        entry.misses += 1;
+        Some(entry.misses)
+    }
+
+    pub fn remove(&mut self, id: NodeId) -> Option<Entry> {
+        let at = self.position(id)?;
+        if self.evicting == Some(id) {
+            self.evicting = None;
+        }
+        Some(self.entries.remove(at))
+    }
+
+    /// The first entry with at least `threshold` misses (a suspect), if any.
+    pub fn suspect(&self, threshold: u32) -> Option<NodeId> {
+        self.entries
+            .iter()
+            .find(|entry| entry.misses >= threshold)
+            .map(|entry| entry.info.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn info(id: u128) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            addr: ([127, 0, 0, 1], 1000 + id as u16).into(),
+        }
+    }
+
+    #[test]
+    fn keeps_least_recently_seen_first() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(t0);
+        assert_eq!(bucket.seen(info(1), t0, 3), Seen::Added);
+        assert_eq!(bucket.seen(info(2), t0, 3), Seen::Added);
+        assert_eq!(bucket.seen(info(3), t0, 3), Seen::Added);
+        assert_eq!(bucket.head().unwrap().info.id, NodeId(1));
+        assert_eq!(bucket.seen(info(1), t0 + Duration::from_secs(1), 3), Seen::Refreshed);
+        assert_eq!(bucket.head().unwrap().info.id, NodeId(2));
+        assert_eq!(bucket.entries()[2].info.id, NodeId(1));
+    }
+
+    #[test]
+    fn full_bucket_refuses_newcomers() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(t0);
+        for id in 1..=2 {
+            bucket.seen(info(id), t0, 2);
+        }
+        assert_eq!(bucket.seen(info(9), t0, 2), Seen::Full);
+        assert_eq!(bucket.len(), 2);
+        assert!(bucket.get(NodeId(9)).is_none());
+    }
+
+    #[test]
+    fn misses_reset_when_seen() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(t0);
+        bucket.seen(info(1), t0, 2);
+        assert_eq!(bucket.record_miss(NodeId(1)), Some(1));
+        assert_eq!(bucket.record_miss(NodeId(1)), Some(2));
+        assert_eq!(bucket.suspect(2), Some(NodeId(1)));
+        bucket.seen(info(1), t0, 2);
+        assert_eq!(bucket.get(NodeId(1)).unwrap().misses, 0);
+        assert_eq!(bucket.suspect(2), None);
+        assert_eq!(bucket.record_miss(NodeId(7)), None);
+    }
+
+    #[test]
+    fn remove_clears_eviction() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(t0);
+        bucket.seen(info(1), t0, 2);
+        bucket.evicting = Some(NodeId(1));
+        assert!(bucket.remove(NodeId(1)).is_some());
+        assert_eq!(bucket.evicting, None);
+        assert!(bucket.is_empty());
+    }
+}
