@@ -1,4 +1,4 @@
-//! One k-bucket: at most k live nodes of one distance range, least recently seen first.
+//! One k-bucket: at most k live nodes of one distance range, with when each was last seen.
 //!
 //! A full bucket never drops a live entry for a newcomer. The newcomer waits as the bucket's
 //! single `candidate` while the least recently seen entry (`evicting`) is pinged; only if that
@@ -33,7 +33,11 @@ pub enum Seen {
 
 #[derive(Clone, Debug, Default)]
 pub struct Bucket {
-    /// Least recently seen first.
+    /// `ids[i]` and `misses[i]` mirror `entries[i]`: the hot scans (find, closest) read these
+    /// small arrays instead of whole entries. Order is insertion order, not recency:
+    /// `last_seen` says who is least recently seen, so a refresh moves no memory.
+    ids: Vec<NodeId>,
+    misses: Vec<u32>,
     entries: Vec<Entry>,
     /// A node that contacted us while the bucket was full, waiting for a slot.
     pub candidate: Option<NodeInfo>,
@@ -46,6 +50,8 @@ pub struct Bucket {
 impl Bucket {
     pub fn new(now: Instant) -> Bucket {
         Bucket {
+            ids: Vec::new(),
+            misses: Vec::new(),
             entries: Vec::new(),
             candidate: None,
             evicting: None,
@@ -61,12 +67,23 @@ impl Bucket {
         self.entries.is_empty()
     }
 
+    /// The entries, in no particular order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
+    /// The ids, in the order of `entries()`.
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
+
+    /// Missed replies in a row, in the order of `entries()`.
+    pub fn misses(&self) -> &[u32] {
+        &self.misses
+    }
+
     pub fn position(&self, id: NodeId) -> Option<usize> {
-        self.entries.iter().position(|entry| entry.info.id == id)
+        self.ids.iter().position(|known| *known == id)
     }
 
     pub fn get(&self, id: NodeId) -> Option<&Entry> {
@@ -75,21 +92,23 @@ impl Bucket {
 
     /// The least recently seen entry.
     pub fn head(&self) -> Option<&Entry> {
-        self.entries.first()
+        self.entries.iter().min_by_key(|entry| entry.last_seen)
     }
 
     /// A message from `info` was accepted at `now`.
     pub fn seen(&mut self, info: NodeInfo, now: Instant, capacity: usize) -> Seen {
         assert!(capacity > 0);
         if let Some(at) = self.position(info.id) {
-            let mut entry = self.entries.remove(at);
+            let entry = &mut self.entries[at];
             entry.info.addr = info.addr;
-            entry.last_seen = now;
+            entry.last_seen = entry.last_seen.max(now);
             entry.misses = 0;
-            self.entries.push(entry);
+            self.misses[at] = 0;
             return Seen::Refreshed;
         }
         if self.entries.len() < capacity {
+            self.ids.push(info.id);
+            self.misses.push(0);
             self.entries.push(Entry {
                 info,
                 last_seen: now,
@@ -106,6 +125,7 @@ impl Bucket {
         let at = self.position(id)?;
         let entry = &mut self.entries[at];
         entry.misses += 1;
+        self.misses[at] = entry.misses;
         Some(entry.misses)
     }
 
@@ -114,15 +134,17 @@ impl Bucket {
         if self.evicting == Some(id) {
             self.evicting = None;
         }
-        Some(self.entries.remove(at))
+        self.ids.swap_remove(at);
+        self.misses.swap_remove(at);
+        let entry = self.entries.swap_remove(at);
+        debug_assert!(self.ids.iter().zip(&self.entries).all(|(id, e)| *id == e.info.id));
+        Some(entry)
     }
 
     /// The first entry with at least `threshold` misses (a suspect), if any.
     pub fn suspect(&self, threshold: u32) -> Option<NodeId> {
-        self.entries
-            .iter()
-            .find(|entry| entry.misses >= threshold)
-            .map(|entry| entry.info.id)
+        let at = self.misses.iter().position(|misses| *misses >= threshold)?;
+        Some(self.ids[at])
     }
 }
 
@@ -148,7 +170,8 @@ mod tests {
         assert_eq!(bucket.head().unwrap().info.id, NodeId(1));
         assert_eq!(bucket.seen(info(1), t0 + Duration::from_secs(1), 3), Seen::Refreshed);
         assert_eq!(bucket.head().unwrap().info.id, NodeId(2));
-        assert_eq!(bucket.entries()[2].info.id, NodeId(1));
+        assert_eq!(bucket.seen(info(2), t0 + Duration::from_secs(2), 3), Seen::Refreshed);
+        assert_eq!(bucket.head().unwrap().info.id, NodeId(3));
     }
 
     #[test]

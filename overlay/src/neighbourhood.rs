@@ -14,7 +14,9 @@ use crate::limits::NEIGHBOURHOOD_SIZE_MAX;
 pub struct Neighbourhood {
     self_id: NodeId,
     capacity: usize,
-    /// Sorted by distance to `self_id`; `infos[i]` and `states[i]` describe one node.
+    /// Sorted by distance to `self_id`; `distances[i]`, `infos[i]` and `states[i]` describe
+    /// one node. The distances make the common case (a far node: not admitted) one compare.
+    distances: Vec<u128>,
     infos: Vec<NodeInfo>,
     states: Vec<Entry>,
 }
@@ -26,6 +28,7 @@ impl Neighbourhood {
         Neighbourhood {
             self_id,
             capacity,
+            distances: Vec::with_capacity(capacity),
             infos: Vec::with_capacity(capacity),
             states: Vec::with_capacity(capacity),
         }
@@ -58,8 +61,10 @@ impl Neighbourhood {
     /// XOR is a bijection for a fixed `self_id`, so equal distance means the same node.
     fn search(&self, id: NodeId) -> Result<usize, usize> {
         let distance = self.self_id.distance(id);
-        self.infos
-            .binary_search_by_key(&distance, |info| self.self_id.distance(info.id))
+        if self.is_full() && distance > self.distances[self.capacity - 1] {
+            return Err(self.capacity);
+        }
+        self.distances.binary_search(&distance)
     }
 
     pub fn get(&self, id: NodeId) -> Option<&Entry> {
@@ -98,6 +103,7 @@ impl Neighbourhood {
                 moved
             }
             Err(at) if at < self.capacity => {
+                self.distances.insert(at, self.self_id.distance(info.id));
                 self.infos.insert(at, info);
                 self.states.insert(
                     at,
@@ -107,6 +113,7 @@ impl Neighbourhood {
                         misses: 0,
                     },
                 );
+                self.distances.truncate(self.capacity);
                 self.infos.truncate(self.capacity);
                 self.states.truncate(self.capacity);
                 debug_assert!(self.is_sorted());
@@ -124,14 +131,19 @@ impl Neighbourhood {
 
     pub fn remove(&mut self, id: NodeId) -> Option<Entry> {
         let at = self.search(id).ok()?;
+        self.distances.remove(at);
         self.infos.remove(at);
         Some(self.states.remove(at))
     }
 
     fn is_sorted(&self) -> bool {
-        self.infos.windows(2).all(|pair| {
-            self.self_id.distance(pair[0].id) < self.self_id.distance(pair[1].id)
-        }) && self
+        self.distances.windows(2).all(|pair| pair[0] < pair[1])
+            && self
+                .infos
+                .iter()
+                .zip(&self.distances)
+                .all(|(info, distance)| self.self_id.distance(info.id) == *distance)
+            && self
             .infos
             .iter()
             .zip(&self.states)

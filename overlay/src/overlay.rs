@@ -83,6 +83,8 @@ pub struct Overlay {
     neighbourhood_dirty: bool,
     lookups_dirty: bool,
     scratch_closest: Vec<(u128, NodeInfo)>,
+    /// Used from `&self` (closest_into), hence the `Cell`.
+    scratch_slots: std::cell::Cell<Vec<(u128, u32)>>,
     scratch_queries: Vec<(NodeInfo, u8)>,
     scratch_lookups: Vec<LookupId>,
 }
@@ -119,6 +121,7 @@ impl Overlay {
             neighbourhood_dirty: false,
             lookups_dirty: false,
             scratch_closest: Vec::new(),
+            scratch_slots: std::cell::Cell::new(Vec::new()),
             scratch_queries: Vec::new(),
             scratch_lookups: Vec::new(),
             rng,
@@ -723,7 +726,9 @@ impl Overlay {
         out: &mut Vec<(u128, NodeInfo)>,
     ) {
         let threshold = self.config.suspicion_threshold;
-        self.table.closest(key, count, threshold, exclude, out);
+        let mut slots = self.scratch_slots.take();
+        self.table.closest(key, count, threshold, exclude, out, &mut slots);
+        self.scratch_slots.set(slots);
         for entry in self.neighbourhood.entries() {
             if entry.misses >= threshold || Some(entry.info.id) == exclude {
                 continue;

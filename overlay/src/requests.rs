@@ -1,10 +1,11 @@
 //! Requests in flight (PING, FIND_NODE) and their deadlines.
 //!
-//! Every request gets the same timeout and time never goes back, so deadlines are in send order:
-//! a queue gives the next one in O(1). Answered requests leave the map at once and their queue
-//! entries are skipped when they reach the front (or compacted when the queue grows).
+//! Request numbers are handed out in sequence and every request gets the same timeout, so a
+//! ring indexed by request number is both the map (O(1), no hashing) and the deadline queue:
+//! the oldest request still pending sits at the front. Answered slots are emptied and the front
+//! is trimmed, so the ring spans from the oldest pending request to the newest.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -30,14 +31,16 @@ pub struct Request {
     pub kind: RequestKind,
 }
 
-/// Queue entries kept at most, answered ones included, before compaction.
-const DEADLINES_MAX: usize = 4 * REQUESTS_INFLIGHT_MAX;
+/// Ring slots at most: requests sent within one timeout of the oldest pending one. Far above
+/// any real rate; past it new requests are refused like a full table.
+pub const REQUEST_RING_MAX: usize = 16 * REQUESTS_INFLIGHT_MAX;
 
 #[derive(Default)]
 pub struct Requests {
-    next: u64,
-    pending: HashMap<u64, Request, IdBuildHasher>,
-    deadlines: VecDeque<(Instant, u64)>,
+    /// Request number of `ring[0]`.
+    first: u64,
+    ring: VecDeque<Option<(Request, Instant)>>,
+    pending: usize,
     /// Nodes with a PING in flight (one at a time per node).
     pinging: HashSet<NodeId, IdBuildHasher>,
 }
@@ -46,17 +49,17 @@ impl Requests {
     pub fn new() -> Requests {
         // 0 is never a request number: LEAVE carries it.
         Requests {
-            next: 1,
+            first: 1,
             ..Requests::default()
         }
     }
 
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending == 0
     }
 
     pub fn pings(&self) -> usize {
@@ -64,38 +67,45 @@ impl Requests {
     }
 
     pub fn is_pinging(&self, id: NodeId) -> bool {
-        self.pinging.contains(&id)
+        !self.pinging.is_empty() && self.pinging.contains(&id)
     }
 
     /// Registers a request; `None` when `REQUESTS_INFLIGHT_MAX` are in flight.
     pub fn insert(&mut self, request: Request, deadline: Instant) -> Option<RequestId> {
-        if self.pending.len() >= REQUESTS_INFLIGHT_MAX {
+        if self.pending >= REQUESTS_INFLIGHT_MAX || self.ring.len() >= REQUEST_RING_MAX {
             return None;
         }
-        if let Some(&(last, _)) = self.deadlines.back() {
-            assert!(last <= deadline, "request deadlines must not go back");
+        if let Some(Some((_, last))) = self.ring.back() {
+            assert!(*last <= deadline, "request deadlines must not go back");
         }
         if request.kind == RequestKind::Ping {
             let to = request.to.expect("a ping names its node");
             assert!(self.pinging.insert(to), "one ping per node at a time");
         }
-        let id = self.next;
-        self.next += 1;
-        self.pending.insert(id, request);
-        if self.deadlines.len() >= DEADLINES_MAX {
-            let pending = &self.pending;
-            self.deadlines.retain(|(_, id)| pending.contains_key(id));
-        }
-        self.deadlines.push_back((deadline, id));
-        assert!(self.deadlines.len() <= DEADLINES_MAX);
+        let id = self.first + self.ring.len() as u64;
+        self.ring.push_back(Some((request, deadline)));
+        self.pending += 1;
         Some(RequestId(id))
     }
 
-    fn forget(&mut self, request: &Request) {
+    fn slot(&self, id: RequestId) -> Option<usize> {
+        let at = id.0.checked_sub(self.first)?;
+        (at < self.ring.len() as u64).then_some(at as usize)
+    }
+
+    fn take_at(&mut self, at: usize) -> Request {
+        let (request, _) = self.ring[at].take().expect("slot is pending");
+        self.pending -= 1;
         if request.kind == RequestKind::Ping {
             let to = request.to.expect("a ping names its node");
             assert!(self.pinging.remove(&to));
         }
+        while let Some(None) = self.ring.front() {
+            self.ring.pop_front();
+            self.first += 1;
+        }
+        debug_assert!(self.ring.front().is_none_or(|slot| slot.is_some()));
+        request
     }
 
     /// Takes request `id` if `matches` accepts it (a reply from the right node); otherwise
@@ -105,44 +115,33 @@ impl Requests {
         id: RequestId,
         matches: impl FnOnce(&Request) -> bool,
     ) -> Option<Request> {
-        let request = self.pending.get(&id.0)?;
+        let at = self.slot(id)?;
+        let (request, _) = self.ring[at].as_ref()?;
         if !matches(request) {
             return None;
         }
-        let request = self.pending.remove(&id.0).expect("just found");
-        self.forget(&request);
-        Some(request)
+        Some(self.take_at(at))
     }
 
     /// The next request whose deadline is at or before `now`, taken out.
     pub fn pop_expired(&mut self, now: Instant) -> Option<Request> {
-        while let Some(&(deadline, id)) = self.deadlines.front() {
-            if deadline > now {
-                return None;
-            }
-            self.deadlines.pop_front();
-            if let Some(request) = self.pending.remove(&id) {
-                self.forget(&request);
-                return Some(request);
-            }
+        let (_, deadline) = self.ring.front()?.as_ref().expect("front is pending");
+        if *deadline > now {
+            return None;
         }
-        None
+        Some(self.take_at(0))
     }
 
     /// The earliest deadline of a request still in flight.
-    pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(&(deadline, id)) = self.deadlines.front() {
-            if self.pending.contains_key(&id) {
-                return Some(deadline);
-            }
-            self.deadlines.pop_front();
-        }
-        None
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let (_, deadline) = self.ring.front()?.as_ref().expect("front is pending");
+        Some(*deadline)
     }
 
     pub fn clear(&mut self) {
-        self.pending.clear();
-        self.deadlines.clear();
+        self.first += self.ring.len() as u64;
+        self.ring.clear();
+        self.pending = 0;
         self.pinging.clear();
     }
 }
@@ -179,6 +178,27 @@ mod tests {
         assert!(requests.take_if(b, |_| true).is_none());
         assert!(requests.is_empty());
         assert_eq!(requests.pings(), 0);
+        // Unknown and reused numbers are refused.
+        assert!(requests.take_if(RequestId(0), |_| true).is_none());
+        assert!(requests.take_if(RequestId(u64::MAX), |_| true).is_none());
+    }
+
+    #[test]
+    fn answered_in_the_middle_keeps_the_front() {
+        let t0 = Instant::now();
+        let mut requests = Requests::new();
+        let ids: Vec<RequestId> = (0..3)
+            .map(|i| requests.insert(ping(i), t0 + Duration::from_secs(i as u64)).unwrap())
+            .collect();
+        assert!(requests.take_if(ids[1], |_| true).is_some());
+        assert_eq!(requests.next_deadline(), Some(t0));
+        assert!(requests.take_if(ids[0], |_| true).is_some());
+        assert_eq!(requests.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(requests.len(), 1);
+        requests.clear();
+        assert!(requests.is_empty());
+        let next = requests.insert(ping(7), t0 + Duration::from_secs(3)).unwrap();
+        assert!(next.0 > ids[2].0, "numbers are never reused");
     }
 
     #[test]

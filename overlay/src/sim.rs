@@ -12,7 +12,7 @@
 //! nodes look up random keys. The truth (the N closest live nodes) is computed from the global
 //! view the simulator has and the nodes do not.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -214,33 +214,6 @@ enum What {
     Start(Check),
 }
 
-struct Scheduled {
-    at: u64,
-    sequence: u64,
-    what: What,
-}
-
-// Min-heap on (at, sequence): the earliest first, ties in scheduling order.
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Scheduled) -> Ordering {
-        (other.at, other.sequence).cmp(&(self.at, self.sequence))
-    }
-}
-
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Scheduled) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Scheduled) -> bool {
-        (self.at, self.sequence) == (other.at, other.sequence)
-    }
-}
-
-impl Eq for Scheduled {}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum NodeState {
     /// Created, not started yet.
@@ -275,7 +248,11 @@ pub struct Simulation {
     now: u64,
     rng: ChaCha8Rng,
     nodes: Vec<SimNode>,
-    queue: BinaryHeap<Scheduled>,
+    /// (time, sequence, slot): earliest first, ties in scheduling order. The payloads wait in
+    /// `slots` so the heap moves 24-byte entries, not messages.
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slots: Vec<Option<What>>,
+    free_slots: Vec<u32>,
     sequence: u64,
     tracked: HashMap<(u32, LookupId), Tracked, IdBuildHasher>,
     lookups_started: usize,
@@ -360,6 +337,8 @@ impl Simulation {
             rng,
             nodes,
             queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             sequence: 0,
             tracked: HashMap::default(),
             lookups_started: 0,
@@ -409,11 +388,18 @@ impl Simulation {
     fn schedule(&mut self, at: u64, what: What) {
         assert!(at >= self.now);
         self.sequence += 1;
-        self.queue.push(Scheduled {
-            at,
-            sequence: self.sequence,
-            what,
-        });
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                assert!(self.slots[slot as usize].is_none());
+                self.slots[slot as usize] = Some(what);
+                slot
+            }
+            None => {
+                self.slots.push(Some(what));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((at, self.sequence, slot)));
     }
 
     /// Schedules the join of every initial node and runs through the join phase and the
@@ -536,11 +522,13 @@ impl Simulation {
 
     /// Processes everything scheduled before `until`, then sets the clock to it.
     pub fn run_until(&mut self, until: u64) {
-        while let Some(next) = self.queue.peek() {
-            if next.at > until {
+        while let Some(&Reverse((at, _, slot))) = self.queue.peek() {
+            if at > until {
                 break;
             }
-            let Scheduled { at, what, .. } = self.queue.pop().expect("peeked");
+            self.queue.pop();
+            let what = self.slots[slot as usize].take().expect("scheduled slot is full");
+            self.free_slots.push(slot);
             assert!(at >= self.now);
             self.now = at;
             self.events += 1;

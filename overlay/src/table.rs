@@ -11,6 +11,8 @@ use crate::bucket::{Bucket, Entry, Seen};
 use crate::id::{NodeId, NodeInfo, ID_BITS};
 use crate::limits::BUCKET_SIZE_MAX;
 
+const _: () = assert!(BUCKET_SIZE_MAX <= 256); // slot = bucket << 8 | position
+
 pub struct RoutingTable {
     self_id: NodeId,
     k: usize,
@@ -118,7 +120,8 @@ impl RoutingTable {
     }
 
     /// The `count` entries closest to `key` with fewer than `suspect_after` misses, other than
-    /// `exclude`, as (distance to key, node), closest first, into `out`.
+    /// `exclude`, as (distance to key, node), closest first, into `out`. `scratch` holds
+    /// (distance, slot) pairs so that only the chosen entries are read whole.
     ///
     /// Walks buckets in distance order instead of sorting the whole table: bucket b (the key's)
     /// holds the closest nodes, then the deeper buckets together, then b-1, b-2, ... 0.
@@ -129,50 +132,51 @@ impl RoutingTable {
         suspect_after: u32,
         exclude: Option<NodeId>,
         out: &mut Vec<(u128, NodeInfo)>,
+        scratch: &mut Vec<(u128, u32)>,
     ) {
         out.clear();
+        scratch.clear();
         if count == 0 {
             return;
         }
-        let usable = |entry: &&Entry| entry.misses < suspect_after && Some(entry.info.id) != exclude;
-        let push = |out: &mut Vec<(u128, NodeInfo)>, bucket: &Bucket| {
-            let start = out.len();
-            out.extend(
-                bucket
-                    .entries()
-                    .iter()
-                    .filter(usable)
-                    .map(|entry| (entry.info.id.distance(key), entry.info)),
-            );
-            out[start..].sort_unstable_by_key(|(distance, _)| *distance);
-            out.truncate(count);
+        let gather = |scratch: &mut Vec<(u128, u32)>, index: usize| {
+            let bucket = &self.buckets[index];
+            for (at, (id, misses)) in bucket.ids().iter().zip(bucket.misses()).enumerate() {
+                if *misses < suspect_after && Some(*id) != exclude {
+                    scratch.push((id.distance(key), ((index as u32) << 8) | at as u32));
+                }
+            }
+        };
+        let settle = |scratch: &mut Vec<(u128, u32)>, start: usize| {
+            scratch[start..].sort_unstable_by_key(|(distance, _)| *distance);
+            scratch.truncate(count);
         };
         let key_bucket = self.self_id.bucket_index(key).unwrap_or(ID_BITS);
         let buckets = self.buckets.len();
         if key_bucket < buckets {
-            push(out, &self.buckets[key_bucket]);
-            if out.len() < count {
-                let start = out.len();
-                for bucket in &self.buckets[key_bucket + 1..] {
-                    out.extend(
-                        bucket
-                            .entries()
-                            .iter()
-                            .filter(usable)
-                            .map(|entry| (entry.info.id.distance(key), entry.info)),
-                    );
+            gather(scratch, key_bucket);
+            settle(scratch, 0);
+            if scratch.len() < count {
+                let start = scratch.len();
+                for index in key_bucket + 1..buckets {
+                    gather(scratch, index);
                 }
-                out[start..].sort_unstable_by_key(|(distance, _)| *distance);
-                out.truncate(count);
+                settle(scratch, start);
             }
         }
         for index in (0..key_bucket.min(buckets)).rev() {
-            if out.len() >= count {
+            if scratch.len() >= count {
                 break;
             }
-            push(out, &self.buckets[index]);
+            let start = scratch.len();
+            gather(scratch, index);
+            settle(scratch, start);
         }
-        debug_assert!(out.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        debug_assert!(scratch.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        out.extend(scratch.iter().map(|&(distance, slot)| {
+            let bucket = &self.buckets[(slot >> 8) as usize];
+            (distance, bucket.entries()[(slot & 0xff) as usize].info)
+        }));
     }
 }
 
@@ -207,7 +211,7 @@ mod tests {
             let key = if round % 5 == 0 { me } else { NodeId(rng.gen()) };
             for count in [1, 3, 8, 20, 32] {
                 let mut out = Vec::new();
-                table.closest(key, count, u32::MAX, None, &mut out);
+                table.closest(key, count, u32::MAX, None, &mut out, &mut Vec::new());
                 let mut all: Vec<(u128, NodeInfo)> =
                     table.iter().map(|entry| (entry.info.id.distance(key), entry.info)).collect();
                 all.sort_unstable_by_key(|(distance, _)| *distance);
@@ -227,7 +231,7 @@ mod tests {
         table.record_miss(NodeId(1));
         table.record_miss(NodeId(1));
         let mut out = Vec::new();
-        table.closest(NodeId(0), 10, 2, Some(NodeId(2)), &mut out);
+        table.closest(NodeId(0), 10, 2, Some(NodeId(2)), &mut out, &mut Vec::new());
         let ids: Vec<u128> = out.iter().map(|(_, node)| node.id.0).collect();
         assert_eq!(ids, vec![3, 4, 5, 6]);
     }

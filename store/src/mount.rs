@@ -60,8 +60,12 @@ pub enum MountError {
     },
     #[error("{device}: superblock format version {found} is newer than this build reads; refusing to mount")]
     Version { device: String, found: u32 },
-    #[error("{device}: {source}")]
-    Layout { device: String, source: LayoutError },
+    // Not a `source` field: the message already carries it, and a chain would repeat it.
+    #[error("{device}: {problem}")]
+    Layout {
+        device: String,
+        problem: LayoutError,
+    },
     #[error("{device}: belongs to node {found:032x}, not to this node {expected:032x}")]
     NodeMismatch {
         device: String,
@@ -231,9 +235,9 @@ fn format(
         rand::random::<u128>(),
         options.node_id,
     )
-    .map_err(|source| MountError::Layout {
+    .map_err(|problem| MountError::Layout {
         device: info.name.clone(),
-        source,
+        problem,
     })?;
     let encoded = sb.encode();
     let mut others = Vec::new();

@@ -22,6 +22,8 @@ pub fn workdir(name: &str) -> PathBuf {
 pub struct NodeProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The overlay's UDP address.
+    pub overlay: SocketAddr,
     pub config: PathBuf,
     pub dir: PathBuf,
 }
@@ -57,9 +59,17 @@ impl NodeProcess {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .parse()
             .unwrap();
+        let overlay = line
+            .split("(overlay ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("no overlay address in {line:?}"))
+            .parse()
+            .unwrap();
         NodeProcess {
             child,
             addr,
+            overlay,
             config: config.to_path_buf(),
             dir: config.parent().unwrap().to_path_buf(),
         }

@@ -1,0 +1,117 @@
+//! Real processes on loopback: five nodes join through one seed, one leaves gracefully, one
+//! is killed; every survivor soon gives the same, correct responsible set for 100 random keys.
+//! A node with another cluster secret cannot join, and its messages are counted as dropped.
+
+mod node;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ds_proto::ObjectId;
+use node::{workdir, write_config, NodeProcess};
+
+const SECRET: &str = "overlay-test-secret-0123456789";
+/// Failure detection takes a probe interval (10 s) plus two missed replies; the responsible
+/// set cache lives 10 s more.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn start(name: &str, seeds: &[std::net::SocketAddr], secret: &str) -> NodeProcess {
+    let dir = workdir(name);
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    let extra = format!(
+        "[overlay]\nlisten = \"127.0.0.1:0\"\nseeds = [{}]\ncluster_secret = \"{secret}\"\n",
+        seeds.join(", ")
+    );
+    // The [overlay] table must come after the top-level keys and before [[devices]].
+    NodeProcess::start(&write_config(&dir, 1, "1G", &extra))
+}
+
+fn node_id(node: &NodeProcess) -> u128 {
+    let view = node.client().overlay(None).unwrap();
+    u128::from_str_radix(&view.node.id, 16).unwrap()
+}
+
+fn routing(node: &NodeProcess) -> BTreeSet<String> {
+    let view = node.client().overlay(None).unwrap();
+    view.routing.into_iter().map(|p| p.id).collect()
+}
+
+fn responsible(node: &NodeProcess, key: u128, n: u64) -> Vec<String> {
+    let view = node.client().overlay(Some((ObjectId(key), n))).unwrap();
+    view.responsible
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CONVERGE;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {CONVERGE:?}: {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn five_nodes_join_lose_two_and_agree_on_responsible_sets() {
+    let seed = start("overlay_seed", &[], SECRET);
+    let mut nodes = vec![seed];
+    for i in 1..5 {
+        let seeds = [nodes[0].overlay];
+        nodes.push(start(&format!("overlay_node{i}"), &seeds, SECRET));
+    }
+    let ids: Vec<u128> = nodes.iter().map(node_id).collect();
+    wait_until("every node knows the 4 others", || {
+        nodes.iter().all(|n| routing(n).len() == 4)
+    });
+
+    // An outsider with another secret is refused, and counted.
+    let outsider = start(
+        "overlay_outsider",
+        &[nodes[0].overlay],
+        "another-secret-0123456789abc",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(routing(&outsider).is_empty(), "the outsider joined");
+    let seed_view = nodes[0].client().overlay(None).unwrap();
+    assert!(!seed_view
+        .routing
+        .iter()
+        .any(|p| p.id == format!("{:032x}", node_id(&outsider))));
+    let dropped = seed_view.stats["messages_dropped"].as_u64().unwrap();
+    assert!(
+        dropped > 0,
+        "no dropped messages counted: {:?}",
+        seed_view.stats
+    );
+    drop(outsider);
+
+    // Node 4 leaves gracefully, node 3 is killed.
+    let leaving = nodes.pop().unwrap();
+    leaving.stop();
+    let killed = nodes.pop().unwrap();
+    killed.kill();
+    let live: Vec<u128> = ids[..3].to_vec();
+
+    let keys: Vec<u128> = (0..100u128)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) ^ 0x5555)
+        .collect();
+    let truth = |key: u128| -> Vec<String> {
+        let mut by_distance = live.clone();
+        by_distance.sort_by_key(|id| id ^ key);
+        by_distance.iter().map(|id| format!("{id:032x}")).collect()
+    };
+    wait_until(
+        "every survivor gives the true responsible set for 100 keys",
+        || {
+            keys.iter().all(|&key| {
+                let want = truth(key);
+                nodes.iter().all(|n| responsible(n, key, 3) == want)
+            })
+        },
+    );
+    for node in nodes {
+        node.stop();
+    }
+}
