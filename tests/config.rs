@@ -275,3 +275,61 @@ fn corrupt_node_id_is_kept() {
         "not an id\n"
     );
 }
+
+#[test]
+fn overlay_table() {
+    let text = format!(
+        "listen = \"10.0.0.5:7000\"\n[overlay]\nseeds = [\"10.0.0.1:7001\"]\ncluster_secret = \"0123456789abcdef-secret\"\nk = 8\n{MINIMAL}"
+    );
+    let config = parse(&text.replace("data_dir = \"/srv/ds\"", "")).unwrap_or_else(|_| {
+        // data_dir must come before any table: put it first.
+        parse(&format!(
+            "data_dir = \"/srv/ds\"\n{}",
+            text.replace("\ndata_dir = \"/srv/ds\"\n", "\n")
+        ))
+        .unwrap()
+    });
+    assert_eq!(
+        config.overlay.seeds,
+        vec!["10.0.0.1:7001".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(config.overlay.k, Some(8));
+    assert_eq!(
+        config.overlay_listen(),
+        "10.0.0.5:7001".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(config.cluster_secret().unwrap(), b"0123456789abcdef-secret");
+
+    let head = "data_dir = \"/srv/ds\"\n";
+    let devices = "[[devices]]\npath = \"dev0.img\"\nsize = \"1G\"\n";
+    refused(
+        &format!("{head}[overlay]\nseedz = []\n{devices}"),
+        "overlay.seedz",
+    );
+    refused(
+        &format!("{head}[overlay]\ncluster_secret = \"short\"\n{devices}"),
+        "overlay.cluster_secret",
+    );
+    refused(
+        &format!("{head}[overlay]\nseeds = [\"nowhere\"]\n{devices}"),
+        "overlay.seeds",
+    );
+    refused(
+        &format!("{head}[overlay]\nalpha = 0\n{devices}"),
+        "overlay.alpha",
+    );
+}
+
+#[test]
+fn cluster_secret_is_created_once() {
+    let dir = std::env::temp_dir().join(format!("ds-secret-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let config = parse(&format!(
+        "data_dir = {dir:?}\n[[devices]]\npath = \"d\"\nsize = \"1G\"\n"
+    ))
+    .unwrap();
+    let first = config.cluster_secret().unwrap();
+    assert!(first.len() >= 32);
+    assert_eq!(config.cluster_secret().unwrap(), first);
+    fs::remove_dir_all(&dir).unwrap();
+}
