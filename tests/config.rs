@@ -278,17 +278,8 @@ fn corrupt_node_id_is_kept() {
 
 #[test]
 fn overlay_table() {
-    let text = format!(
-        "listen = \"10.0.0.5:7000\"\n[overlay]\nseeds = [\"10.0.0.1:7001\"]\ncluster_secret = \"0123456789abcdef-secret\"\nk = 8\n{MINIMAL}"
-    );
-    let config = parse(&text.replace("data_dir = \"/srv/ds\"", "")).unwrap_or_else(|_| {
-        // data_dir must come before any table: put it first.
-        parse(&format!(
-            "data_dir = \"/srv/ds\"\n{}",
-            text.replace("\ndata_dir = \"/srv/ds\"\n", "\n")
-        ))
-        .unwrap()
-    });
+    let text = "data_dir = \"/srv/ds\"\nlisten = \"10.0.0.5:7000\"\n[overlay]\nseeds = [\"10.0.0.1:7001\"]\ncluster_secret = \"0123456789abcdef-secret\"\nk = 8\n[[devices]]\npath = \"dev0.img\"\nsize = \"1G\"\n";
+    let config = parse(text).unwrap();
     assert_eq!(
         config.overlay.seeds,
         vec!["10.0.0.1:7001".parse::<SocketAddr>().unwrap()]
