@@ -434,11 +434,18 @@ impl Overlay {
         let self_id = self.info.id;
         nodes.truncate(NODES_PER_MESSAGE_MAX);
         nodes.retain(|node| node.id != self_id && node.id != sender.id);
-        for node in &nodes {
-            self.consider_neighbour(*node);
-        }
         match taken.kind {
             RequestKind::FindNode { lookup, depth } => {
+                let Some(at) = self.lookup_index(lookup) else {
+                    return;
+                };
+                // A self-lookup asks the would-be neighbours itself; other lookups may stumble
+                // on a node near us that we did not know.
+                if !matches!(self.lookups[at].purpose, Purpose::Join | Purpose::SelfLookup) {
+                    for node in &nodes {
+                        self.consider_neighbour(*node);
+                    }
+                }
                 let Some(at) = self.lookup_index(lookup) else {
                     return;
                 };

@@ -272,6 +272,8 @@ pub struct Simulation {
     buf: Vec<u8>,
 }
 
+thread_local!{ pub static DEBUG_COUNTS: std::cell::RefCell<[u64;6]> = const { std::cell::RefCell::new([0;6]) }; }
+
 fn node_addr(index: u32) -> SocketAddr {
     assert!((index as usize) < SIM_NODES_MAX);
     let [_, a, b, c] = index.to_be_bytes();
@@ -469,6 +471,7 @@ impl Simulation {
                 (addr, Payload::Message(message))
             };
             self.count_message();
+            if let Payload::Message(m) = &payload { DEBUG_COUNTS.with(|c| { let mut c = c.borrow_mut(); c[m.body.opcode() as usize] += 1; if let crate::message::Body::FindNode{key,..} = m.body { if key == m.sender { c[0] += 1; } } }); }
             if self.config.loss > 0.0 && self.rng.gen_bool(self.config.loss) {
                 self.messages_lost += 1;
                 continue;
@@ -703,6 +706,7 @@ impl Simulation {
         let wall = Instant::now();
         self.join_all();
         let start = self.now;
+        DEBUG_COUNTS.with(|c| { eprintln!("join counts [selfFN, ping,pong,find,nodes,leave] {:?}", c.borrow()); *c.borrow_mut() = [0;6]; });
         let end = start + self.config.duration.as_nanos() as u64;
         self.window = Some((start, end));
         let fail = (self.config.churn * self.config.nodes as f64).round() as usize;
@@ -722,6 +726,7 @@ impl Simulation {
         self.schedule_checks(Check::Lookup, self.config.lookups, start, end);
         self.schedule_checks(Check::AccuracyDuring, self.config.accuracy_keys, start, end);
         self.run_until(end);
+        DEBUG_COUNTS.with(|c| eprintln!("counts [selfFN, ping,pong,find,nodes,leave] {:?}", c.borrow()));
         self.schedule_checks(Check::AccuracyFinal, self.config.accuracy_keys, end, end);
         // Let the last lookups finish (they end by their own deadline at the latest).
         let drain = end + (self.config.overlay.lookup_timeout + Duration::from_secs(2)).as_nanos() as u64;

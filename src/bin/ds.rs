@@ -100,6 +100,9 @@ enum Command {
         #[arg(long)]
         iterations: Option<u64>,
     },
+    /// A local cluster of daemons on loopback with file-backed devices.
+    #[command(name = "dev-cluster", subcommand)]
+    DevCluster(DevCluster),
     /// Load the node and report ops/s, MB/s and latency percentiles.
     Bench {
         #[arg(long, value_enum, default_value = "put")]
@@ -117,6 +120,32 @@ enum Command {
         duration: f64,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCluster {
+    /// Start N nodes under DIR, seeded to each other; returns once all have joined and writes
+    /// DIR/cluster.json.
+    Up {
+        #[arg(long)]
+        nodes: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Default scheme of the nodes' new objects.
+        #[arg(long, default_value = "1+0")]
+        scheme: Scheme,
+        /// Size of each node's device file (created sparse).
+        #[arg(long, default_value = "2G")]
+        device_size: String,
+        /// Data cores per node.
+        #[arg(long, default_value = "1")]
+        cores: usize,
+    },
+    /// Stop the nodes listed in DIR/cluster.json.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -273,6 +302,38 @@ fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::DevCluster(DevCluster::Up {
+            nodes,
+            dir,
+            scheme,
+            device_size,
+            cores,
+        }) => {
+            parse_size(&device_size).context("--device-size")?;
+            let spec = ds::tools::dev_cluster::UpSpec {
+                nodes,
+                dir: dir.clone(),
+                scheme,
+                device_size,
+                cores,
+            };
+            let cluster = ds::tools::dev_cluster::up(&spec)?;
+            for node in &cluster.nodes {
+                println!(
+                    "node {} client {} overlay {} pid {}",
+                    node.id, node.client_addr, node.overlay_addr, node.pid
+                );
+            }
+            println!(
+                "{} nodes up; {} lists them",
+                cluster.nodes.len(),
+                dir.join("cluster.json").display()
+            );
+        }
+        Command::DevCluster(DevCluster::Down { dir }) => {
+            let stopped = ds::tools::dev_cluster::down(&dir)?;
+            println!("{stopped} nodes stopped");
         }
         Command::Stats { socket, json, prom } => {
             let format = if json {

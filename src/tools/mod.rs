@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod capacity;
+pub mod dev_cluster;
 pub mod load;
 pub mod node_bench;
