@@ -87,6 +87,19 @@ fn five_nodes_join_lose_two_and_agree_on_responsible_sets() {
     );
     drop(outsider);
 
+    // Garbage and truncated datagrams are refused and counted too.
+    let before = nodes[0].client().overlay(None).unwrap().stats["messages_dropped"]
+        .as_u64()
+        .unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for len in [0usize, 1, 7, 60, 300, 1400] {
+        socket.send_to(&vec![0xA5; len], nodes[0].overlay).unwrap();
+    }
+    wait_until("six garbage datagrams counted as dropped", || {
+        let stats = nodes[0].client().overlay(None).unwrap().stats;
+        stats["messages_dropped"].as_u64().unwrap() >= before + 6
+    });
+
     // Node 4 leaves gracefully, node 3 is killed.
     let leaving = nodes.pop().unwrap();
     leaving.stop();

@@ -11,6 +11,8 @@ pub const NODES_PER_MESSAGE_MAX: usize = 32;
 pub const RESPONSIBLE_SET_MAX: usize = 32;
 /// Largest neighbourhood a config may ask for.
 pub const NEIGHBOURHOOD_SIZE_MAX: usize = 64;
+/// Widest lookup: the self-lookup of the largest neighbourhood (the node counts itself).
+pub const LOOKUP_WIDTH_MAX: usize = NEIGHBOURHOOD_SIZE_MAX + 1;
 /// Candidates one lookup remembers (the closest are kept).
 pub const LOOKUP_CANDIDATES_MAX: usize = 128;
 /// FIND_NODE requests one lookup may send in all; bounds a lookup fed endless fake nodes.
@@ -49,7 +51,8 @@ pub const HOPS_MAX: usize = 32;
 const _: () = assert!(BUCKET_SIZE_MAX <= NODES_PER_MESSAGE_MAX);
 const _: () = assert!(RESPONSIBLE_SET_MAX <= NODES_PER_MESSAGE_MAX);
 const _: () = assert!(NODES_PER_MESSAGE_MAX < LOOKUP_CANDIDATES_MAX);
-const _: () = assert!(NEIGHBOURHOOD_SIZE_MAX <= LOOKUP_CANDIDATES_MAX);
+const _: () = assert!(LOOKUP_WIDTH_MAX < LOOKUP_CANDIDATES_MAX);
+const _: () = assert!(BUCKET_SIZE_MAX <= LOOKUP_WIDTH_MAX);
 const _: () = assert!(NODES_PER_MESSAGE_MAX <= u8::MAX as usize);
 const _: () = assert!(REPLAY_WINDOW <= 64);
 const _: () = assert!(ROUTING_ENTRIES_MAX + NEIGHBOURHOOD_SIZE_MAX < TRANSMIT_QUEUE_MAX);

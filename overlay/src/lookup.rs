@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use crate::id::{NodeId, NodeInfo};
-use crate::limits::{LOOKUP_CANDIDATES_MAX, LOOKUP_REQUESTS_MAX, NODES_PER_MESSAGE_MAX};
+use crate::limits::{LOOKUP_CANDIDATES_MAX, LOOKUP_REQUESTS_MAX, LOOKUP_WIDTH_MAX};
 
 /// Names a lookup in `LookupDone` events.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -85,7 +85,7 @@ impl Lookup {
     ) -> Lookup {
         assert!(n > 0);
         assert!(n <= width);
-        assert!(width <= NODES_PER_MESSAGE_MAX);
+        assert!(width <= LOOKUP_WIDTH_MAX);
         let mut candidates = Vec::with_capacity(width * 2);
         candidates.push(Candidate {
             distance: key.distance(self_info.id),

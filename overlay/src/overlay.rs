@@ -705,10 +705,10 @@ impl Overlay {
 
     // ----- lookups -----
 
+    /// The self-lookup counts this node among its closest, hence the + 1: every neighbour
+    /// slot gets a verified node.
     fn self_lookup_width(&self) -> usize {
-        self.config
-            .k
-            .max(self.config.neighbourhood_size.min(NODES_PER_MESSAGE_MAX))
+        self.config.k.max(self.config.neighbourhood_size + 1)
     }
 
     fn lookup_index(&self, id: LookupId) -> Option<usize> {
@@ -817,7 +817,7 @@ impl Overlay {
                         request,
                         body: Body::FindNode {
                             key,
-                            count: width as u8,
+                            count: width.min(NODES_PER_MESSAGE_MAX) as u8,
                         },
                     };
                     self.send(node.addr, message);
@@ -925,7 +925,7 @@ impl Overlay {
     fn send_bootstrap(&mut self) {
         self.bootstrap.last_attempt = Some(self.now);
         let deadline = self.now + self.config.request_timeout;
-        let count = self.self_lookup_width() as u8;
+        let count = self.self_lookup_width().min(NODES_PER_MESSAGE_MAX) as u8;
         let seeds = mem::take(&mut self.bootstrap.seeds);
         for seed in &seeds {
             let request = Request {
