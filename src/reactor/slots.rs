@@ -81,6 +81,14 @@ impl<T> Slots<T> {
         }
     }
 
+    /// Gives back a slot whose operation never started (nothing will complete it).
+    pub fn cancel(&mut self, id: usize) {
+        if matches!(self.slots.get(id), Some(Slot::Waiting(None))) {
+            self.slots[id] = Slot::Free;
+            self.free.push(id);
+        }
+    }
+
     /// Operations opened and not yet collected.
     pub fn pending(&self) -> usize {
         self.slots.len() - self.free.len()

@@ -201,8 +201,8 @@ impl CoreCtx {
             tag,
         };
         if sender.try_send(query).is_err() {
-            // Full or gone: the slot will never be completed; it stays reserved (bounded by
-            // the failures, each answered BUSY).
+            // Full or gone: nothing will answer, so the slot goes back at once.
+            self.reply_slots.borrow_mut().cancel(tag);
             return None;
         }
         Some(slots::wait(self.reply_slots.clone(), tag).await)
