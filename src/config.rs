@@ -440,7 +440,9 @@ fn default_true() -> bool {
     true
 }
 fn default_adaptive_spin_us() -> u64 {
-    50
+    // Half a millisecond: a wake-up costs more than that much spinning at low load (see
+    // docs/PERFORMANCE.md, QD1 latency by spin).
+    500
 }
 fn default_log_level() -> String {
     "info".to_string()

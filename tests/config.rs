@@ -75,7 +75,7 @@ fn defaults() {
     assert!(config.pin_cores);
     assert_eq!(config.first_cpu, None);
     assert_eq!(config.poll_mode, PollMode::Adaptive);
-    assert_eq!(config.adaptive_spin_us, 50);
+    assert_eq!(config.adaptive_spin_us, 500);
     assert_eq!(config.stats_socket, PathBuf::from("/srv/ds/stats.sock"));
     assert_eq!(config.log_level, "info");
     assert_eq!(config.default_scheme, Scheme { data: 1, parity: 0 });
