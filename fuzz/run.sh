@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the shard store's on-disk decoders and the wire protocol's frame decoder with cargo fuzz
-# (libFuzzer + AddressSanitizer).
+# Fuzzes the shard store's on-disk decoders, the wire protocol's frame decoder and the overlay's
+# datagram decoder with cargo fuzz (libFuzzer + AddressSanitizer).
 #
 #   fuzz/run.sh [SECONDS]     every target for SECONDS each (default 30)
 #   FUZZ_TARGETS="superblock checkpoint" fuzz/run.sh 60     only those targets
@@ -22,7 +22,7 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
   echo "usage: fuzz/run.sh [SECONDS]" >&2
   exit 2
 fi
-targets=${FUZZ_TARGETS:-record_header superblock segment_header checkpoint segment_scan proto_decoder}
+targets=${FUZZ_TARGETS:-record_header superblock segment_header checkpoint segment_scan proto_decoder overlay_decoder}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz"

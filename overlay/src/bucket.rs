@@ -39,6 +39,8 @@ pub struct Bucket {
     ids: Vec<NodeId>,
     misses: Vec<u32>,
     entries: Vec<Entry>,
+    /// Entries with at least one miss; while 0 the scans skip `misses` altogether.
+    missing: usize,
     /// A node that contacted us while the bucket was full, waiting for a slot.
     pub candidate: Option<NodeInfo>,
     /// The entry being pinged to see whether the candidate may replace it.
@@ -53,6 +55,7 @@ impl Bucket {
             ids: Vec::new(),
             misses: Vec::new(),
             entries: Vec::new(),
+            missing: 0,
             candidate: None,
             evicting: None,
             last_lookup: Some(now),
@@ -82,6 +85,11 @@ impl Bucket {
         &self.misses
     }
 
+    /// Whether some entry has missed a reply (else every `misses()` is 0).
+    pub fn has_misses(&self) -> bool {
+        self.missing > 0
+    }
+
     pub fn position(&self, id: NodeId) -> Option<usize> {
         self.ids.iter().position(|known| *known == id)
     }
@@ -102,8 +110,11 @@ impl Bucket {
             let entry = &mut self.entries[at];
             entry.info.addr = info.addr;
             entry.last_seen = entry.last_seen.max(now);
-            entry.misses = 0;
-            self.misses[at] = 0;
+            if entry.misses > 0 {
+                entry.misses = 0;
+                self.misses[at] = 0;
+                self.missing -= 1;
+            }
             return Seen::Refreshed;
         }
         if self.entries.len() < capacity {
@@ -124,6 +135,9 @@ impl Bucket {
     pub fn record_miss(&mut self, id: NodeId) -> Option<u32> {
         let at = self.position(id)?;
         let entry = &mut self.entries[at];
+        if entry.misses == 0 {
+            self.missing += 1;
+        }
         entry.misses += 1;
         self.misses[at] = entry.misses;
         Some(entry.misses)
@@ -137,12 +151,23 @@ impl Bucket {
         self.ids.swap_remove(at);
         self.misses.swap_remove(at);
         let entry = self.entries.swap_remove(at);
-        debug_assert!(self.ids.iter().zip(&self.entries).all(|(id, e)| *id == e.info.id));
+        if entry.misses > 0 {
+            self.missing -= 1;
+        }
+        debug_assert!(self
+            .ids
+            .iter()
+            .zip(&self.entries)
+            .all(|(id, e)| *id == e.info.id));
+        debug_assert_eq!(self.missing, self.misses.iter().filter(|m| **m > 0).count());
         Some(entry)
     }
 
     /// The first entry with at least `threshold` misses (a suspect), if any.
     pub fn suspect(&self, threshold: u32) -> Option<NodeId> {
+        if self.missing == 0 {
+            return None;
+        }
         let at = self.misses.iter().position(|misses| *misses >= threshold)?;
         Some(self.ids[at])
     }
@@ -168,9 +193,15 @@ mod tests {
         assert_eq!(bucket.seen(info(2), t0, 3), Seen::Added);
         assert_eq!(bucket.seen(info(3), t0, 3), Seen::Added);
         assert_eq!(bucket.head().unwrap().info.id, NodeId(1));
-        assert_eq!(bucket.seen(info(1), t0 + Duration::from_secs(1), 3), Seen::Refreshed);
+        assert_eq!(
+            bucket.seen(info(1), t0 + Duration::from_secs(1), 3),
+            Seen::Refreshed
+        );
         assert_eq!(bucket.head().unwrap().info.id, NodeId(2));
-        assert_eq!(bucket.seen(info(2), t0 + Duration::from_secs(2), 3), Seen::Refreshed);
+        assert_eq!(
+            bucket.seen(info(2), t0 + Duration::from_secs(2), 3),
+            Seen::Refreshed
+        );
         assert_eq!(bucket.head().unwrap().info.id, NodeId(3));
     }
 

@@ -71,7 +71,14 @@ impl ResponsibleCache {
                 self.map.clear();
             }
         }
-        self.map.insert(key, CacheEntry { nodes, width, at: now });
+        self.map.insert(
+            key,
+            CacheEntry {
+                nodes,
+                width,
+                at: now,
+            },
+        );
         assert!(self.map.len() <= RESPONSIBLE_CACHE_MAX);
     }
 }
@@ -95,7 +102,10 @@ mod tests {
         let mut cache = ResponsibleCache::new(ttl);
         let mut removed = RemovedMemory::new(Duration::from_secs(60));
         cache.insert(NodeId(1), vec![info(1), info(2), info(3)], 3, t0);
-        assert_eq!(cache.get(NodeId(1), 2, t0, &removed), Some(vec![info(1), info(2)]));
+        assert_eq!(
+            cache.get(NodeId(1), 2, t0, &removed),
+            Some(vec![info(1), info(2)])
+        );
         assert_eq!(cache.get(NodeId(1), 4, t0, &removed), None);
         assert_eq!(cache.get(NodeId(1), 3, t0 + ttl, &removed), None);
         cache.insert(NodeId(1), vec![info(1), info(2)], 3, t0);
@@ -104,6 +114,9 @@ mod tests {
         assert!(cache.is_empty());
         // A small network: the lookup wanted 20 and found 2; any n up to 20 is answered.
         cache.insert(NodeId(7), vec![info(1), info(3)], 20, t0);
-        assert_eq!(cache.get(NodeId(7), 6, t0, &removed), Some(vec![info(1), info(3)]));
+        assert_eq!(
+            cache.get(NodeId(7), 6, t0, &removed),
+            Some(vec![info(1), info(3)])
+        );
     }
 }

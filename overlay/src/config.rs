@@ -25,7 +25,8 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Period of the self-lookup that keeps the neighbourhood exact.
     pub self_lookup_interval: Duration,
-    /// A neighbour not heard from for this long is pinged.
+    /// A neighbour not heard from for this long is pinged; a full bucket whose least recently
+    /// seen entry was heard from within it turns newcomers away without a ping.
     pub probe_interval: Duration,
     /// Consecutive missed replies after which an entry is suspect (no longer handed out, and
     /// replaceable by a waiting newcomer); one more miss removes it.
@@ -57,7 +58,7 @@ impl Config {
             tick_interval: Duration::from_secs(1),
             refresh_interval: Duration::from_secs(600),
             self_lookup_interval: Duration::from_secs(60),
-            probe_interval: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(20),
             suspicion_threshold: 2,
             responsible_ttl: Duration::from_secs(10),
             removed_memory: Duration::from_secs(60),
@@ -131,7 +132,10 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         let mut bad = config.clone();
         bad.k = BUCKET_SIZE_MAX + 1;
-        assert!(matches!(bad.validate(), Err(ConfigError::BucketSize { .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::BucketSize { .. })
+        ));
         let mut bad = config.clone();
         bad.alpha = 0;
         assert!(matches!(bad.validate(), Err(ConfigError::Alpha { .. })));

@@ -13,7 +13,10 @@ pub enum Event {
     /// A node entered the routing table.
     PeerAdded(NodeInfo),
     /// A node left the routing table.
-    PeerRemoved { node: NodeInfo, reason: RemoveReason },
+    PeerRemoved {
+        node: NodeInfo,
+        reason: RemoveReason,
+    },
     /// The bootstrap's self-lookup ended with at least one answer.
     Bootstrapped { routing_entries: usize },
     /// No seed answered; the overlay retries every `bootstrap_retry` by itself.

@@ -26,7 +26,8 @@ pub const PINGS_INFLIGHT_MAX: usize = 512;
 /// Seed addresses a bootstrap contacts.
 pub const SEEDS_MAX: usize = 64;
 /// Requests in flight at once: every lookup's alpha, every ping and every seed fit.
-pub const REQUESTS_INFLIGHT_MAX: usize = LOOKUPS_ACTIVE_MAX * ALPHA_MAX + PINGS_INFLIGHT_MAX + SEEDS_MAX;
+pub const REQUESTS_INFLIGHT_MAX: usize =
+    LOOKUPS_ACTIVE_MAX * ALPHA_MAX + PINGS_INFLIGHT_MAX + SEEDS_MAX;
 /// Routing table entries (128 buckets of at most `BUCKET_SIZE_MAX`).
 pub const ROUTING_ENTRIES_MAX: usize = 128 * BUCKET_SIZE_MAX;
 /// Messages waiting for `poll_transmit`; a LEAVE to every known node fits.

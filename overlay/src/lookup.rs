@@ -48,7 +48,12 @@ struct Candidate {
     info: NodeInfo,
     state: State,
     depth: u8,
+    /// Requests sent to it; a lost datagram must not drop one of the closest nodes.
+    attempts: u8,
 }
+
+/// Requests a lookup sends one node before it counts it as failed.
+pub const LOOKUP_ATTEMPTS_MAX: u8 = 2;
 
 /// Whether a lookup needs more answers.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -92,6 +97,7 @@ impl Lookup {
             info: self_info,
             state: State::Answered,
             depth: 0,
+            attempts: 0,
         });
         Lookup {
             id,
@@ -145,29 +151,39 @@ impl Lookup {
                 info,
                 state: State::Waiting,
                 depth,
+                attempts: 0,
             },
         );
         // The farthest one falls off; if it was in flight its answer is simply not matched.
         self.candidates.truncate(LOOKUP_CANDIDATES_MAX);
-        debug_assert!(self.candidates.windows(2).all(|p| p[0].distance < p[1].distance));
+        debug_assert!(self
+            .candidates
+            .windows(2)
+            .all(|p| p[0].distance < p[1].distance));
         true
     }
 
-    /// A request of this lookup to `from` finished: answered, or timed out (`answered` false).
-    pub fn finish(&mut self, from: NodeId, answered: bool) {
+    /// A request of this lookup to `from` finished: answered, or timed out (`answered` false;
+    /// asked again up to `LOOKUP_ATTEMPTS_MAX` times in all).
+    /// Returns whether `from` now counts as failed.
+    pub fn finish(&mut self, from: NodeId, answered: bool) -> bool {
         assert!(self.in_flight > 0);
         self.in_flight -= 1;
-        if let Ok(at) = self.search(from) {
-            let candidate = &mut self.candidates[at];
-            if candidate.state == State::InFlight {
-                candidate.state = if answered {
-                    self.answered_remote += 1;
-                    State::Answered
-                } else {
-                    State::Failed
-                };
-            }
+        let Ok(at) = self.search(from) else {
+            return false;
+        };
+        let candidate = &mut self.candidates[at];
+        if candidate.state == State::InFlight {
+            candidate.state = if answered {
+                self.answered_remote += 1;
+                State::Answered
+            } else if candidate.attempts < LOOKUP_ATTEMPTS_MAX {
+                State::Waiting
+            } else {
+                State::Failed
+            };
         }
+        candidate.state == State::Failed
     }
 
     /// `id` is known to be gone (it left or was removed): never wait for it.
@@ -204,6 +220,7 @@ impl Lookup {
                     pending = true;
                     if self.in_flight < alpha {
                         candidate.state = State::InFlight;
+                        candidate.attempts += 1;
                         self.in_flight += 1;
                         self.requests += 1;
                         out.push((candidate.info, candidate.depth));
@@ -317,6 +334,11 @@ mod tests {
         assert!(out.is_empty());
         lookup.finish(NodeId(1), false);
         lookup.finish(NodeId(2), true);
+        // Node 1 gets a second chance, then counts as failed.
+        assert_eq!(lookup.next_queries(2, &mut out), Progress::Continue);
+        let next: Vec<u128> = out.iter().map(|(node, _)| node.id.0).collect();
+        assert_eq!(next, vec![1]);
+        lookup.finish(NodeId(1), false);
         assert_eq!(lookup.next_queries(2, &mut out), Progress::Continue);
         let next: Vec<u128> = out.iter().map(|(node, _)| node.id.0).collect();
         assert_eq!(next, vec![3]);

@@ -144,10 +144,10 @@ impl Neighbourhood {
                 .zip(&self.distances)
                 .all(|(info, distance)| self.self_id.distance(info.id) == *distance)
             && self
-            .infos
-            .iter()
-            .zip(&self.states)
-            .all(|(info, state)| info.id == state.info.id)
+                .infos
+                .iter()
+                .zip(&self.states)
+                .all(|(info, state)| info.id == state.info.id)
     }
 }
 

@@ -75,7 +75,11 @@ mod tests {
         assert_eq!(memory.get(NodeId(1), t0), Some(RemoveReason::Left));
         assert_eq!(memory.get(NodeId(1), t0 + Duration::from_secs(10)), None);
         for id in 0..(REMOVED_MEMORY_MAX as u128 * 2) {
-            memory.insert(NodeId(id), RemoveReason::Unresponsive, t0 + Duration::from_nanos(id as u64));
+            memory.insert(
+                NodeId(id),
+                RemoveReason::Unresponsive,
+                t0 + Duration::from_nanos(id as u64),
+            );
         }
         assert!(memory.len() <= REMOVED_MEMORY_MAX);
         let last = NodeId(REMOVED_MEMORY_MAX as u128 * 2 - 1);

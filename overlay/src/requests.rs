@@ -18,7 +18,10 @@ use crate::message::RequestId;
 pub enum RequestKind {
     Ping,
     /// A query of a lookup; `depth` is the candidate's discovery depth.
-    FindNode { lookup: LookupId, depth: u8 },
+    FindNode {
+        lookup: LookupId,
+        depth: u8,
+    },
     /// FIND_NODE(self) to a seed whose id is not known yet.
     Bootstrap,
 }
@@ -163,13 +166,21 @@ mod tests {
     fn deadlines_come_out_in_order_and_answered_ones_are_skipped() {
         let t0 = Instant::now();
         let mut requests = Requests::new();
-        let a = requests.insert(ping(1), t0 + Duration::from_secs(1)).unwrap();
-        let b = requests.insert(ping(2), t0 + Duration::from_secs(2)).unwrap();
+        let a = requests
+            .insert(ping(1), t0 + Duration::from_secs(1))
+            .unwrap();
+        let b = requests
+            .insert(ping(2), t0 + Duration::from_secs(2))
+            .unwrap();
         assert!(requests.is_pinging(NodeId(1)));
         assert_eq!(requests.next_deadline(), Some(t0 + Duration::from_secs(1)));
         // A reply from the wrong node does not take the request.
-        assert!(requests.take_if(a, |request| request.to == Some(NodeId(9))).is_none());
-        assert!(requests.take_if(a, |request| request.to == Some(NodeId(1))).is_some());
+        assert!(requests
+            .take_if(a, |request| request.to == Some(NodeId(9)))
+            .is_none());
+        assert!(requests
+            .take_if(a, |request| request.to == Some(NodeId(1)))
+            .is_some());
         assert!(!requests.is_pinging(NodeId(1)));
         assert_eq!(requests.next_deadline(), Some(t0 + Duration::from_secs(2)));
         assert!(requests.pop_expired(t0 + Duration::from_secs(1)).is_none());
@@ -188,7 +199,11 @@ mod tests {
         let t0 = Instant::now();
         let mut requests = Requests::new();
         let ids: Vec<RequestId> = (0..3)
-            .map(|i| requests.insert(ping(i), t0 + Duration::from_secs(i as u64)).unwrap())
+            .map(|i| {
+                requests
+                    .insert(ping(i), t0 + Duration::from_secs(i as u64))
+                    .unwrap()
+            })
             .collect();
         assert!(requests.take_if(ids[1], |_| true).is_some());
         assert_eq!(requests.next_deadline(), Some(t0));
@@ -197,7 +212,9 @@ mod tests {
         assert_eq!(requests.len(), 1);
         requests.clear();
         assert!(requests.is_empty());
-        let next = requests.insert(ping(7), t0 + Duration::from_secs(3)).unwrap();
+        let next = requests
+            .insert(ping(7), t0 + Duration::from_secs(3))
+            .unwrap();
         assert!(next.0 > ids[2].0, "numbers are never reused");
     }
 

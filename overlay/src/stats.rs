@@ -179,7 +179,8 @@ pub struct Stats {
     /// Converged with at least one other node's answer.
     pub lookups_succeeded: u64,
     pub lookups_failed: u64,
-    /// Hops of the lookups that succeeded.
+    /// Hops of the lookups that succeeded (every purpose: user, responsible set, refresh,
+    /// self-lookup).
     pub hops: HopsHistogram,
     pub messages_sent: u64,
     /// Messages accepted by the codec (or handed over directly) and looked at.

@@ -67,6 +67,12 @@ impl RoutingTable {
         Some((index, &mut self.buckets[index]))
     }
 
+    /// The existing bucket `id` falls in (none is created).
+    pub fn existing_bucket_mut(&mut self, id: NodeId) -> Option<&mut Bucket> {
+        let index = self.index_of(id)?;
+        Some(&mut self.buckets[index])
+    }
+
     fn index_of(&self, id: NodeId) -> Option<usize> {
         let index = self.self_id.bucket_index(id)?;
         (index < self.buckets.len()).then_some(index)
@@ -116,7 +122,9 @@ impl RoutingTable {
 
     /// Every entry, shallow buckets first.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.buckets.iter().flat_map(|bucket| bucket.entries().iter())
+        self.buckets
+            .iter()
+            .flat_map(|bucket| bucket.entries().iter())
     }
 
     /// The `count` entries closest to `key` with fewer than `suspect_after` misses, other than
@@ -141,9 +149,18 @@ impl RoutingTable {
         }
         let gather = |scratch: &mut Vec<(u128, u32)>, index: usize| {
             let bucket = &self.buckets[index];
-            for (at, (id, misses)) in bucket.ids().iter().zip(bucket.misses()).enumerate() {
-                if *misses < suspect_after && Some(*id) != exclude {
-                    scratch.push((id.distance(key), ((index as u32) << 8) | at as u32));
+            let slot = |at: usize| ((index as u32) << 8) | at as u32;
+            if bucket.has_misses() {
+                for (at, (id, misses)) in bucket.ids().iter().zip(bucket.misses()).enumerate() {
+                    if *misses < suspect_after && Some(*id) != exclude {
+                        scratch.push((id.distance(key), slot(at)));
+                    }
+                }
+            } else {
+                for (at, id) in bucket.ids().iter().enumerate() {
+                    if Some(*id) != exclude {
+                        scratch.push((id.distance(key), slot(at)));
+                    }
                 }
             }
         };
@@ -208,12 +225,18 @@ mod tests {
                     table.seen(info(id), now);
                 }
             }
-            let key = if round % 5 == 0 { me } else { NodeId(rng.gen()) };
+            let key = if round % 5 == 0 {
+                me
+            } else {
+                NodeId(rng.gen())
+            };
             for count in [1, 3, 8, 20, 32] {
                 let mut out = Vec::new();
                 table.closest(key, count, u32::MAX, None, &mut out, &mut Vec::new());
-                let mut all: Vec<(u128, NodeInfo)> =
-                    table.iter().map(|entry| (entry.info.id.distance(key), entry.info)).collect();
+                let mut all: Vec<(u128, NodeInfo)> = table
+                    .iter()
+                    .map(|entry| (entry.info.id.distance(key), entry.info))
+                    .collect();
                 all.sort_unstable_by_key(|(distance, _)| *distance);
                 all.truncate(count);
                 assert_eq!(out, all, "round {round} count {count}");

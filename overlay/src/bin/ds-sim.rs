@@ -3,15 +3,19 @@
 //!
 //!   ds-sim --nodes 10000 --churn 0.1 --seed 1 --duration 60 --json
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ds_overlay::limits::{ALPHA_MAX, BUCKET_SIZE_MAX, RESPONSIBLE_SET_MAX};
-use ds_overlay::sim::{SimConfig, Simulation, SIM_NODES_MAX};
+use ds_overlay::limits::{ALPHA_MAX, BUCKET_SIZE_MAX, NEIGHBOURHOOD_SIZE_MAX, RESPONSIBLE_SET_MAX};
+use ds_overlay::sim::{OverlayTuning, SimConfig, Simulation, SIM_NODES_MAX};
 
 #[derive(Parser, Debug)]
-#[command(name = "ds-sim", about = "Simulate the ds overlay with many nodes in one process")]
+#[command(
+    name = "ds-sim",
+    about = "Simulate the ds overlay with many nodes in one process"
+)]
 struct Args {
     /// Nodes that join before the churn instant.
     #[arg(long, default_value_t = 1000)]
@@ -63,6 +67,18 @@ struct Args {
     /// Simulated seconds of quiet between the last join and the churn instant.
     #[arg(long, default_value_t = 20.0)]
     settle_seconds: f64,
+    /// Overlay: seconds without a message after which a neighbour is pinged.
+    #[arg(long)]
+    probe_seconds: Option<f64>,
+    /// Overlay: seconds between self-lookups (neighbourhood refresh).
+    #[arg(long)]
+    self_lookup_seconds: Option<f64>,
+    /// Overlay: seconds between refreshes of a bucket nobody looked into.
+    #[arg(long)]
+    refresh_seconds: Option<f64>,
+    /// Overlay: size of the exact neighbourhood.
+    #[arg(long)]
+    neighbourhood: Option<usize>,
     /// Send every message through the wire codec (HMAC, crc32c, replay window).
     #[arg(long)]
     codec: bool,
@@ -72,17 +88,33 @@ struct Args {
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
-    if !value.is_finite() || value < 0.0 || value > 1e6 {
-        return Err(format!("--{name} {value} is not a number of seconds in 0..=1e6"));
+    if !value.is_finite() || !(0.0..=1e6).contains(&value) {
+        return Err(format!(
+            "--{name} {value} is not a number of seconds in 0..=1e6"
+        ));
     }
     Ok(Duration::from_secs_f64(value))
 }
 
+fn positive(name: &str, value: f64) -> Result<Duration, String> {
+    let duration = seconds(name, value)?;
+    if duration.is_zero() {
+        return Err(format!("--{name} must be above 0"));
+    }
+    Ok(duration)
+}
+
 fn config(args: &Args) -> Result<SimConfig, String> {
     if args.nodes == 0 || args.nodes + args.joins + args.intruders > SIM_NODES_MAX {
-        return Err(format!("--nodes must be 1..={SIM_NODES_MAX} (with joins and intruders)"));
+        return Err(format!(
+            "--nodes must be 1..={SIM_NODES_MAX} (with joins and intruders)"
+        ));
     }
-    for (name, value) in [("churn", args.churn), ("leave", args.leave), ("loss", args.loss)] {
+    for (name, value) in [
+        ("churn", args.churn),
+        ("leave", args.leave),
+        ("loss", args.loss),
+    ] {
         if !(0.0..1.0).contains(&value) {
             return Err(format!("--{name} {value} is not a fraction in 0..1"));
         }
@@ -107,6 +139,24 @@ fn config(args: &Args) -> Result<SimConfig, String> {
     if latency_min > latency_max {
         return Err("--latency-min-ms must not exceed --latency-max-ms".into());
     }
+    let mut overlay = OverlayTuning::default();
+    if let Some(value) = args.probe_seconds {
+        overlay.probe_interval = positive("probe-seconds", value)?;
+    }
+    if let Some(value) = args.self_lookup_seconds {
+        overlay.self_lookup_interval = positive("self-lookup-seconds", value)?;
+    }
+    if let Some(value) = args.refresh_seconds {
+        overlay.refresh_interval = positive("refresh-seconds", value)?;
+    }
+    if let Some(size) = args.neighbourhood {
+        if size == 0 || size > NEIGHBOURHOOD_SIZE_MAX {
+            return Err(format!(
+                "--neighbourhood must be 1..={NEIGHBOURHOOD_SIZE_MAX}"
+            ));
+        }
+        overlay.neighbourhood_size = size;
+    }
     let join_seconds = args
         .join_seconds
         .unwrap_or_else(|| (args.nodes as f64 / 1000.0).max(20.0));
@@ -129,7 +179,7 @@ fn config(args: &Args) -> Result<SimConfig, String> {
         join_time: seconds("join-seconds", join_seconds)?,
         settle: seconds("settle-seconds", args.settle_seconds)?,
         codec: args.codec,
-        ..SimConfig::default()
+        overlay,
     })
 }
 
@@ -143,10 +193,13 @@ fn main() -> ExitCode {
         }
     };
     let report = Simulation::new(config).run();
-    if args.json {
-        println!("{}", serde_json::to_string(&report).expect("report serializes"));
+    let text = if args.json {
+        serde_json::to_string(&report)
     } else {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+        serde_json::to_string_pretty(&report)
     }
+    .expect("report serializes");
+    // A closed pipe (`ds-sim | head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
     ExitCode::SUCCESS
 }

@@ -12,15 +12,20 @@
 //! nodes look up random keys. The truth (the N closest live nodes) is computed from the global
 //! view the simulator has and the nodes do not.
 
+mod config;
+mod report;
+
+pub use config::{OverlayTuning, SimConfig};
+pub use report::SimReport;
+
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 use crate::auth::ClusterSecret;
 use crate::config::Config;
@@ -29,9 +34,8 @@ use crate::id::{IdBuildHasher, NodeId, NodeInfo};
 use crate::lookup::LookupId;
 use crate::message::Message;
 use crate::overlay::Overlay;
-use crate::stats::{DropReason, HopsHistogram};
+use crate::stats::HopsHistogram;
 
-/// Nodes a simulation can address (10.x.y.z).
 pub const SIM_NODES_MAX: usize = 1 << 24;
 /// UDP port of every simulated node.
 const SIM_PORT: u16 = 7000;
@@ -40,152 +44,6 @@ const SAMPLE_NODES_MAX: usize = 500;
 /// The secret of the simulated cluster (codec mode).
 const SIM_SECRET: &[u8] = b"ds-sim cluster secret, not for production";
 const WRONG_SECRET: &[u8] = b"a secret that is not the cluster's";
-
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    pub nodes: usize,
-    pub seed: u64,
-    /// Fraction of nodes failing at once (no LEAVE) at the churn instant.
-    pub churn: f64,
-    /// Fraction of nodes leaving gracefully at the churn instant.
-    pub leave: f64,
-    /// New nodes joining during the first half of the measured window.
-    pub joins: usize,
-    /// Nodes that join with a wrong cluster secret at the churn instant (codec mode only).
-    pub intruders: usize,
-    /// Measured window after the churn instant.
-    pub duration: Duration,
-    /// Per-message loss probability.
-    pub loss: f64,
-    pub latency_min: Duration,
-    pub latency_max: Duration,
-    pub k: usize,
-    pub alpha: usize,
-    /// Lookups started at random instants of the window, by random live nodes.
-    pub lookups: usize,
-    /// Responsible-set checks: as many during the window and as many at its end.
-    pub accuracy_keys: usize,
-    /// N of the responsible set checked.
-    pub responsible_n: usize,
-    /// Join phase length; nodes join evenly spread over it.
-    pub join_time: Duration,
-    /// Quiet time between the last join and the churn instant.
-    pub settle: Duration,
-    /// Send every message through the codec (HMAC, crc, replay window).
-    pub codec: bool,
-    /// Overlay settings every node starts with (k, alpha and seed are set per node).
-    pub overlay: OverlayTuning,
-}
-
-/// The overlay settings a simulation may change.
-#[derive(Clone, Debug)]
-pub struct OverlayTuning {
-    pub neighbourhood_size: usize,
-    pub request_timeout: Duration,
-    pub tick_interval: Duration,
-    pub refresh_interval: Duration,
-    pub self_lookup_interval: Duration,
-    pub probe_interval: Duration,
-    pub suspicion_threshold: u32,
-    pub lookup_timeout: Duration,
-}
-
-impl Default for OverlayTuning {
-    fn default() -> OverlayTuning {
-        let defaults = Config::new(ClusterSecret::new(SIM_SECRET).expect("valid secret"));
-        OverlayTuning {
-            neighbourhood_size: defaults.neighbourhood_size,
-            request_timeout: defaults.request_timeout,
-            tick_interval: defaults.tick_interval,
-            refresh_interval: defaults.refresh_interval,
-            self_lookup_interval: defaults.self_lookup_interval,
-            probe_interval: defaults.probe_interval,
-            suspicion_threshold: defaults.suspicion_threshold,
-            lookup_timeout: defaults.lookup_timeout,
-        }
-    }
-}
-
-impl Default for SimConfig {
-    fn default() -> SimConfig {
-        SimConfig {
-            nodes: 1000,
-            seed: 1,
-            churn: 0.0,
-            leave: 0.0,
-            joins: 0,
-            intruders: 0,
-            duration: Duration::from_secs(60),
-            loss: 0.0,
-            latency_min: Duration::from_millis(5),
-            latency_max: Duration::from_millis(50),
-            k: 20,
-            alpha: 3,
-            lookups: 1000,
-            accuracy_keys: 500,
-            responsible_n: 6,
-            join_time: Duration::from_secs(20),
-            settle: Duration::from_secs(20),
-            codec: false,
-            overlay: OverlayTuning::default(),
-        }
-    }
-}
-
-/// What a run measured. `wall_seconds` is the only field that differs between two runs with
-/// the same seed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SimReport {
-    pub nodes: usize,
-    pub seed: u64,
-    pub k: usize,
-    pub alpha: usize,
-    pub churn: f64,
-    pub leave: f64,
-    pub joins: usize,
-    pub loss: f64,
-    pub codec: bool,
-    pub duration_seconds: f64,
-    /// Live nodes at the end.
-    pub live_nodes: usize,
-    pub lookups: usize,
-    /// Lookups whose first node was the true closest live node to the key.
-    pub lookup_success: f64,
-    /// Lookups that converged (every one of the width closest answered) in time.
-    pub lookup_converged: f64,
-    pub lookup_hops_p50: u32,
-    pub lookup_hops_p90: u32,
-    pub lookup_hops_p99: u32,
-    pub lookup_hops_max: u32,
-    pub routing_entries_max: usize,
-    pub routing_entries_mean: f64,
-    /// k * log2(N), the bound the largest table is held to.
-    pub routing_entries_bound: f64,
-    /// Messages sent per live node per minute during the measured window.
-    pub messages_per_node_per_min: f64,
-    /// Messages sent per node during the join phase and the settle time.
-    pub join_messages_per_node: f64,
-    pub responsible_set_n: usize,
-    /// Fraction of random keys for which a random live node's responsible set, by a fresh
-    /// lookup started at the end of the window, equals the true N closest live nodes.
-    pub responsible_set_accuracy: f64,
-    /// The same, for checks started at random instants of the window (right after the churn on).
-    pub responsible_set_accuracy_during: f64,
-    /// Sampled live nodes whose neighbourhood equals the true closest live nodes.
-    pub neighbourhood_exact: f64,
-    /// Routing entries (per sampled live node) that point at a node that is gone.
-    pub stale_routing_entries_mean: f64,
-    /// Intruders (wrong secret) that some honest node has in its table or neighbourhood.
-    pub intruders_admitted: usize,
-    pub messages_total: u64,
-    pub messages_lost: u64,
-    pub messages_to_dead_nodes: u64,
-    /// Messages dropped by the nodes, by reason (summed over nodes).
-    pub dropped: BTreeMap<&'static str, u64>,
-    pub simulated_seconds: f64,
-    pub events: u64,
-    pub wall_seconds: f64,
-}
 
 enum Payload {
     Message(Message),
@@ -234,7 +92,12 @@ struct SimNode {
 struct Tracked {
     key: NodeId,
     check: Check,
+    /// Simulated time it started at.
+    started: u64,
 }
+
+/// Lookups started this soon after the churn instant are also counted apart.
+const EARLY_NANOS: u64 = 10_000_000_000;
 
 #[derive(Default)]
 struct Tally {
@@ -257,6 +120,8 @@ pub struct Simulation {
     tracked: HashMap<(u32, LookupId), Tracked, IdBuildHasher>,
     lookups_started: usize,
     lookup_success: Tally,
+    /// Lookups started within `EARLY_NANOS` of the churn instant.
+    lookup_success_early: Tally,
     lookup_converged: Tally,
     hops: HopsHistogram,
     accuracy_during: Tally,
@@ -271,8 +136,6 @@ pub struct Simulation {
     events: u64,
     buf: Vec<u8>,
 }
-
-thread_local!{ pub static DEBUG_COUNTS: std::cell::RefCell<[u64;6]> = const { std::cell::RefCell::new([0;6]) }; }
 
 fn node_addr(index: u32) -> SocketAddr {
     assert!((index as usize) < SIM_NODES_MAX);
@@ -298,7 +161,10 @@ impl Simulation {
         assert!((0.0..=1.0).contains(&config.loss));
         assert!(config.churn + config.leave < 1.0);
         assert!(config.latency_min <= config.latency_max);
-        assert!(config.intruders == 0 || config.codec, "intruders need the codec");
+        assert!(
+            config.intruders == 0 || config.codec,
+            "intruders need the codec"
+        );
         let base = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let secret = ClusterSecret::new(SIM_SECRET).expect("valid secret");
@@ -310,8 +176,11 @@ impl Simulation {
                 id: NodeId(rng.gen()),
                 addr: node_addr(index as u32),
             };
-            let mut overlay_config =
-                Config::new(if intruder { wrong.clone() } else { secret.clone() });
+            let mut overlay_config = Config::new(if intruder {
+                wrong.clone()
+            } else {
+                secret.clone()
+            });
             overlay_config.k = config.k;
             overlay_config.alpha = config.alpha;
             overlay_config.seed = rng.gen();
@@ -345,6 +214,7 @@ impl Simulation {
             tracked: HashMap::default(),
             lookups_started: 0,
             lookup_success: Tally::default(),
+            lookup_success_early: Tally::default(),
             lookup_converged: Tally::default(),
             hops: HopsHistogram::default(),
             accuracy_during: Tally::default(),
@@ -380,7 +250,9 @@ impl Simulation {
 
     /// Indices of the live nodes.
     pub fn live(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.is_alive(i)).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.is_alive(i))
+            .collect()
     }
 
     fn instant(&self, at: u64) -> Instant {
@@ -410,9 +282,14 @@ impl Simulation {
         let nodes = self.config.nodes as u64;
         let spacing = self.config.join_time.as_nanos() as u64 / nodes.max(1);
         for index in 0..self.config.nodes {
-            self.schedule(self.now + spacing * index as u64, What::Join { node: index as u32 });
+            self.schedule(
+                self.now + spacing * index as u64,
+                What::Join { node: index as u32 },
+            );
         }
-        let end = self.now + self.config.join_time.as_nanos() as u64 + self.config.settle.as_nanos() as u64;
+        let end = self.now
+            + self.config.join_time.as_nanos() as u64
+            + self.config.settle.as_nanos() as u64;
         self.run_until(end);
     }
 
@@ -471,7 +348,6 @@ impl Simulation {
                 (addr, Payload::Message(message))
             };
             self.count_message();
-            if let Payload::Message(m) = &payload { DEBUG_COUNTS.with(|c| { let mut c = c.borrow_mut(); c[m.body.opcode() as usize] += 1; if let crate::message::Body::FindNode{key,..} = m.body { if key == m.sender { c[0] += 1; } } }); }
             if self.config.loss > 0.0 && self.rng.gen_bool(self.config.loss) {
                 self.messages_lost += 1;
                 continue;
@@ -480,7 +356,11 @@ impl Simulation {
                 self.config.latency_min.as_nanos() as u64,
                 self.config.latency_max.as_nanos() as u64,
             );
-            let latency = if low == high { low } else { self.rng.gen_range(low..=high) };
+            let latency = if low == high {
+                low
+            } else {
+                self.rng.gen_range(low..=high)
+            };
             let to = node_index(addr);
             self.schedule(
                 self.now + latency,
@@ -530,7 +410,9 @@ impl Simulation {
                 break;
             }
             self.queue.pop();
-            let what = self.slots[slot as usize].take().expect("scheduled slot is full");
+            let what = self.slots[slot as usize]
+                .take()
+                .expect("scheduled slot is full");
             self.free_slots.push(slot);
             assert!(at >= self.now);
             self.now = at;
@@ -585,6 +467,12 @@ impl Simulation {
         None
     }
 
+    /// Whether `at` is within `EARLY_NANOS` after the churn instant.
+    fn is_early(&self, at: u64) -> bool {
+        self.window
+            .is_some_and(|(start, _)| at >= start && at < start + EARLY_NANOS)
+    }
+
     fn start_check(&mut self, check: Check) {
         let Some(index) = self.random_live() else {
             return;
@@ -592,20 +480,49 @@ impl Simulation {
         let key = NodeId(self.rng.gen());
         let n = self.config.responsible_n;
         let now = self.instant(self.now);
+        let started = self.now;
         self.started_checks[check as usize] += 1;
+        if check == Check::Lookup && self.is_early(started) {
+            self.lookup_success_early.done += 1;
+        }
         let overlay = &mut self.nodes[index as usize].overlay;
         match check {
             Check::Lookup => {
                 self.lookups_started += 1;
                 let id = overlay.start_lookup(key, n, now);
-                self.tracked.insert((index, id), Tracked { key, check });
+                self.tracked.insert(
+                    (index, id),
+                    Tracked {
+                        key,
+                        check,
+                        started,
+                    },
+                );
             }
-            Check::AccuracyDuring | Check::AccuracyFinal => match overlay.responsible_set(key, n, now) {
-                Responsible::Ready(nodes) => self.judge(Tracked { key, check }, &nodes, 0, true),
-                Responsible::Pending(id) => {
-                    self.tracked.insert((index, id), Tracked { key, check });
+            Check::AccuracyDuring | Check::AccuracyFinal => {
+                match overlay.responsible_set(key, n, now) {
+                    Responsible::Ready(nodes) => self.judge(
+                        Tracked {
+                            key,
+                            check,
+                            started,
+                        },
+                        &nodes,
+                        0,
+                        true,
+                    ),
+                    Responsible::Pending(id) => {
+                        self.tracked.insert(
+                            (index, id),
+                            Tracked {
+                                key,
+                                check,
+                                started,
+                            },
+                        );
+                    }
                 }
-            },
+            }
         }
         self.after_input(index);
     }
@@ -624,6 +541,9 @@ impl Simulation {
                 if !got.is_empty() && got.first() == truth.first() {
                     self.lookup_success.good += 1;
                     self.hops.record(hops);
+                    if self.is_early(tracked.started) {
+                        self.lookup_success_early.good += 1;
+                    }
                 }
             }
             Check::AccuracyDuring => {
@@ -696,7 +616,11 @@ impl Simulation {
     /// Schedules `count` checks of one kind at random instants in [start, end).
     fn schedule_checks(&mut self, check: Check, count: usize, start: u64, end: u64) {
         for _ in 0..count {
-            let at = if end > start { self.rng.gen_range(start..end) } else { start };
+            let at = if end > start {
+                self.rng.gen_range(start..end)
+            } else {
+                start
+            };
             self.schedule(at, What::Start(check));
         }
     }
@@ -706,7 +630,6 @@ impl Simulation {
         let wall = Instant::now();
         self.join_all();
         let start = self.now;
-        DEBUG_COUNTS.with(|c| { eprintln!("join counts [selfFN, ping,pong,find,nodes,leave] {:?}", c.borrow()); *c.borrow_mut() = [0;6]; });
         let end = start + self.config.duration.as_nanos() as u64;
         self.window = Some((start, end));
         let fail = (self.config.churn * self.config.nodes as f64).round() as usize;
@@ -717,7 +640,12 @@ impl Simulation {
         let joins_end = start + (end - start) / 2;
         for offset in 0..self.config.joins {
             let at = self.rng.gen_range(start..joins_end.max(start + 1));
-            self.schedule(at, What::Join { node: (first_join + offset) as u32 });
+            self.schedule(
+                at,
+                What::Join {
+                    node: (first_join + offset) as u32,
+                },
+            );
         }
         for offset in 0..self.config.intruders {
             let node = (first_join + self.config.joins + offset) as u32;
@@ -726,10 +654,10 @@ impl Simulation {
         self.schedule_checks(Check::Lookup, self.config.lookups, start, end);
         self.schedule_checks(Check::AccuracyDuring, self.config.accuracy_keys, start, end);
         self.run_until(end);
-        DEBUG_COUNTS.with(|c| eprintln!("counts [selfFN, ping,pong,find,nodes,leave] {:?}", c.borrow()));
         self.schedule_checks(Check::AccuracyFinal, self.config.accuracy_keys, end, end);
         // Let the last lookups finish (they end by their own deadline at the latest).
-        let drain = end + (self.config.overlay.lookup_timeout + Duration::from_secs(2)).as_nanos() as u64;
+        let drain =
+            end + (self.config.overlay.lookup_timeout + Duration::from_secs(2)).as_nanos() as u64;
         while !self.tracked.is_empty() && self.now < drain {
             let step = self.now + 1_000_000_000;
             self.run_until(step.min(drain));
@@ -738,144 +666,4 @@ impl Simulation {
         report.wall_seconds = wall.elapsed().as_secs_f64();
         report
     }
-
-    /// The figures so far (`wall_seconds` left at 0).
-    pub fn report(&self) -> SimReport {
-        let config = &self.config;
-        let live = self.live();
-        let honest_live: Vec<usize> = live
-            .iter()
-            .copied()
-            .filter(|&i| !self.nodes[i].intruder)
-            .collect();
-        let routing: Vec<usize> = honest_live
-            .iter()
-            .map(|&i| self.nodes[i].overlay.routing_entries())
-            .collect();
-        let routing_entries_max = routing.iter().copied().max().unwrap_or(0);
-        let routing_entries_mean =
-            routing.iter().sum::<usize>() as f64 / routing.len().max(1) as f64;
-        let network = config.nodes.max(2) as f64;
-        let (window_minutes, window_nodes) = match self.window {
-            Some((start, end)) => ((end - start) as f64 / 60e9, honest_live.len().max(1)),
-            None => (0.0, 1),
-        };
-        let mut by_reason = BTreeMap::new();
-        for node in &self.nodes {
-            let stats = node.overlay.stats();
-            for reason in DropReason::ALL {
-                let count = stats.dropped.get(reason);
-                if count > 0 {
-                    *by_reason.entry(reason.name()).or_insert(0) += count;
-                }
-            }
-        }
-        let (exact, stale) = self.check_sample(&honest_live);
-        let intruders_admitted = self.intruders_admitted(&honest_live);
-        SimReport {
-            nodes: config.nodes,
-            seed: config.seed,
-            k: config.k,
-            alpha: config.alpha,
-            churn: config.churn,
-            leave: config.leave,
-            joins: config.joins,
-            loss: config.loss,
-            codec: config.codec,
-            duration_seconds: config.duration.as_secs_f64(),
-            live_nodes: honest_live.len(),
-            lookups: self.lookups_started,
-            lookup_success: fraction_of(self.lookup_success.good, self.lookups_started),
-            lookup_converged: fraction_of(self.lookup_converged.good, self.lookups_started),
-            lookup_hops_p50: self.hops.percentile(0.5),
-            lookup_hops_p90: self.hops.percentile(0.9),
-            lookup_hops_p99: self.hops.percentile(0.99),
-            lookup_hops_max: self.hops.percentile(1.0),
-            routing_entries_max,
-            routing_entries_mean: round3(routing_entries_mean),
-            routing_entries_bound: round3(config.k as f64 * network.log2()),
-            messages_per_node_per_min: if window_minutes > 0.0 {
-                round3(self.messages_in_window as f64 / window_nodes as f64 / window_minutes)
-            } else {
-                0.0
-            },
-            join_messages_per_node: round3(self.messages_join as f64 / config.nodes as f64),
-            responsible_set_n: config.responsible_n,
-            responsible_set_accuracy: fraction_of(
-                self.accuracy_final.good,
-                self.started_checks[Check::AccuracyFinal as usize],
-            ),
-            responsible_set_accuracy_during: fraction_of(
-                self.accuracy_during.good,
-                self.started_checks[Check::AccuracyDuring as usize],
-            ),
-            neighbourhood_exact: round3(exact),
-            stale_routing_entries_mean: round3(stale),
-            intruders_admitted,
-            messages_total: self.messages_total,
-            messages_lost: self.messages_lost,
-            messages_to_dead_nodes: self.messages_to_dead,
-            dropped: by_reason,
-            simulated_seconds: round3(self.now as f64 / 1e9),
-            events: self.events,
-            wall_seconds: 0.0,
-        }
-    }
-
-    /// Over a sample of live nodes: the fraction whose neighbourhood is exactly the true
-    /// closest live nodes, and the mean count of routing entries pointing at gone nodes.
-    fn check_sample(&self, live: &[usize]) -> (f64, f64) {
-        if live.is_empty() {
-            return (0.0, 0.0);
-        }
-        let step = (live.len() / SAMPLE_NODES_MAX).max(1);
-        let alive: HashMap<NodeId, bool, IdBuildHasher> = self
-            .nodes
-            .iter()
-            .map(|node| (node.overlay.id(), node.state == NodeState::Alive))
-            .collect();
-        let mut exact = 0;
-        let mut stale = 0;
-        let mut sampled = 0;
-        for &index in live.iter().step_by(step) {
-            sampled += 1;
-            let overlay = &self.nodes[index].overlay;
-            let want = overlay.config().neighbourhood_size.min(live.len() - 1);
-            let truth = self.true_closest(overlay.id(), want + 1);
-            let truth: Vec<NodeId> = truth.into_iter().filter(|id| *id != overlay.id()).take(want).collect();
-            let got: Vec<NodeId> = overlay.neighbourhood().iter().map(|node| node.id).collect();
-            exact += usize::from(got == truth);
-            stale += overlay
-                .routing_table()
-                .iter()
-                .filter(|node| !alive.get(&node.id).copied().unwrap_or(false))
-                .count();
-        }
-        (exact as f64 / sampled as f64, stale as f64 / sampled as f64)
-    }
-
-    fn intruders_admitted(&self, live: &[usize]) -> usize {
-        let intruders: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|node| node.intruder)
-            .map(|node| node.overlay.id())
-            .collect();
-        intruders
-            .iter()
-            .filter(|&&id| live.iter().any(|&i| self.nodes[i].overlay.knows(id)))
-            .count()
-    }
-}
-
-fn fraction_of(good: usize, total: usize) -> f64 {
-    if total == 0 {
-        0.0
-    } else {
-        (good as f64 / total as f64 * 1e6).round() / 1e6
-    }
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
 }
