@@ -158,7 +158,9 @@ impl Node {
                 None => self.reply(&header, Status::NotFound, b"no such object"),
             },
             Opcode::Stat => self.stat(&header),
-            Opcode::Unknown => self.reply(&header, Status::BadRequest, b"opcode 0"),
+            Opcode::Unknown | Opcode::Overlay => {
+                self.reply(&header, Status::BadRequest, b"not served here")
+            }
         }
         false
     }
