@@ -100,6 +100,11 @@ fn five_nodes_join_lose_two_and_agree_on_responsible_sets() {
         stats["messages_dropped"].as_u64().unwrap() >= before + 6
     });
 
+    let changes_before = nodes[0].client().overlay(None).unwrap().stats["neighbourhood_changes"]
+        .as_u64()
+        .unwrap();
+    assert!(changes_before > 0, "joins changed the seed's neighbourhood");
+
     // Node 4 leaves gracefully, node 3 is killed.
     let leaving = nodes.pop().unwrap();
     leaving.stop();
@@ -123,6 +128,14 @@ fn five_nodes_join_lose_two_and_agree_on_responsible_sets() {
                 nodes.iter().all(|n| responsible(n, key, 3) == want)
             })
         },
+    );
+    // The survivors were told that their neighbourhood changed.
+    let changes_after = nodes[0].client().overlay(None).unwrap().stats["neighbourhood_changes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        changes_after > changes_before,
+        "no neighbourhood change after two nodes went"
     );
     for node in nodes {
         node.stop();

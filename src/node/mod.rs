@@ -33,6 +33,8 @@ pub struct Node {
     stop: Arc<AtomicBool>,
     /// Dropped first at stop: LEAVE goes out while the cores still serve.
     overlay: Option<OverlayDriver>,
+    /// Changes of the node's overlay neighbourhood (what repair will follow).
+    pub neighbourhood: Arc<overlay::NeighbourhoodWatch>,
     inboxes: Vec<Arc<Inbox<Message>>>,
     cores: Vec<JoinHandle<anyhow::Result<()>>>,
     _stats: Option<StatsServer>,
@@ -153,6 +155,7 @@ impl Node {
             node_id,
             listen,
             overlay_addr: overlay.addr,
+            neighbourhood: overlay.neighbourhood.clone(),
             overlay: Some(overlay),
             stop,
             inboxes,

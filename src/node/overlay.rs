@@ -52,6 +52,45 @@ pub struct OverlaySnapshot {
     pub peers_removed: u64,
     pub responsible_cache_hits: u64,
     pub responsible_cache_misses: u64,
+    /// How many times the neighbourhood changed.
+    pub neighbourhood_changes: u64,
+}
+
+/// The node's neighbourhood as the overlay last reported it, for whoever must react to changes
+/// (repair, issue 6): `changed` bumps `generation` and wakes every waiter.
+#[derive(Default)]
+pub struct NeighbourhoodWatch {
+    state: Mutex<(u64, Vec<NodeInfo>)>,
+    changed: std::sync::Condvar,
+}
+
+impl NeighbourhoodWatch {
+    /// The generation (how many changes so far) and the nodes closest to this one.
+    pub fn current(&self) -> (u64, Vec<NodeInfo>) {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the generation passes `seen` or `timeout` ends; returns the current state.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> (u64, Vec<NodeInfo>) {
+        let Ok(guard) = self.state.lock() else {
+            return (seen, Vec::new());
+        };
+        match self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| s.0 <= seen)
+        {
+            Ok((state, _)) => state.clone(),
+            Err(_) => (seen, Vec::new()),
+        }
+    }
+
+    fn publish(&self, nodes: Vec<NodeInfo>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 += 1;
+            state.1 = nodes;
+        }
+        self.changed.notify_all();
+    }
 }
 
 /// The running driver. Dropping it sends LEAVE and stops the thread.
@@ -59,6 +98,8 @@ pub struct OverlayDriver {
     pub addr: SocketAddr,
     pub queries: SyncSender<OverlayQuery>,
     pub snapshot: Arc<Mutex<OverlaySnapshot>>,
+    /// Changes of the node's neighbourhood.
+    pub neighbourhood: Arc<NeighbourhoodWatch>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -104,7 +145,9 @@ impl OverlayDriver {
         let (queries, receiver) = mpsc::sync_channel(QUERIES_MAX);
         let snapshot = Arc::new(Mutex::new(OverlaySnapshot::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let neighbourhood = Arc::new(NeighbourhoodWatch::default());
         let mut driver = Driver {
+            neighbourhood: neighbourhood.clone(),
             socket,
             overlay,
             receiver,
@@ -123,6 +166,7 @@ impl OverlayDriver {
             addr,
             queries,
             snapshot,
+            neighbourhood,
             stop,
             thread: Some(thread),
         })
@@ -139,6 +183,7 @@ impl Drop for OverlayDriver {
 }
 
 struct Driver {
+    neighbourhood: Arc<NeighbourhoodWatch>,
     socket: UdpSocket,
     overlay: Overlay,
     receiver: Receiver<OverlayQuery>,
@@ -220,7 +265,11 @@ impl Driver {
                         }
                     }
                 }
-                Event::NeighbourhoodChanged => tracing::debug!("overlay neighbourhood changed"),
+                Event::NeighbourhoodChanged => {
+                    tracing::debug!("overlay neighbourhood changed");
+                    self.neighbourhood
+                        .publish(self.overlay.neighbourhood().to_vec());
+                }
                 Event::PeerAdded(node) => {
                     tracing::debug!(id = %format!("{:032x}", node.id.0), addr = %node.addr, "overlay peer added")
                 }
@@ -267,7 +316,10 @@ impl Driver {
             routing: routing.iter().map(peer).collect(),
             neighbourhood: self.overlay.neighbourhood().iter().map(peer).collect(),
             responsible: responsible.map(|nodes| nodes.iter().map(peer).collect()),
-            stats: match serde_json::to_value(snapshot_of(&self.overlay)) {
+            stats: match serde_json::to_value(OverlaySnapshot {
+                neighbourhood_changes: self.neighbourhood.current().0,
+                ..snapshot_of(&self.overlay)
+            }) {
                 Ok(serde_json::Value::Object(map)) => map,
                 _ => serde_json::Map::new(),
             },
@@ -305,8 +357,10 @@ impl Driver {
     }
 
     fn publish(&self) {
+        let changes = self.neighbourhood.current().0;
         if let Ok(mut slot) = self.snapshot.lock() {
             *slot = snapshot_of(&self.overlay);
+            slot.neighbourhood_changes = changes;
         }
     }
 }
@@ -336,5 +390,31 @@ fn snapshot_of(overlay: &Overlay) -> OverlaySnapshot {
         peers_removed: stats.peers_removed,
         responsible_cache_hits: stats.responsible_cache_hits,
         responsible_cache_misses: stats.responsible_cache_misses,
+        neighbourhood_changes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_sees_the_next_neighbourhood() {
+        let watch = Arc::new(NeighbourhoodWatch::default());
+        assert_eq!(watch.current().0, 0);
+        let publisher = watch.clone();
+        let node = NodeInfo {
+            id: NodeId(7),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            publisher.publish(vec![node]);
+        });
+        let (generation, nodes) = watch.wait_change(0, Duration::from_secs(10));
+        assert_eq!((generation, nodes), (1, vec![node]));
+        thread.join().unwrap();
+        // Nothing new: the wait ends at the timeout with the same state.
+        assert_eq!(watch.wait_change(1, Duration::from_millis(10)).0, 1);
     }
 }
