@@ -5,22 +5,14 @@ use ds_store::ShardKey;
 
 /// Parses `4096`, `64K`, `1M`, `10G`, `1T` (binary multiples; a trailing `B`/`iB` is allowed).
 pub fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let trimmed = text.trim();
-    let upper = trimmed.to_ascii_uppercase();
-    let upper = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (digits, shift) = match upper.chars().last() {
-        Some('K') => (&upper[..upper.len() - 1], 10),
-        Some('M') => (&upper[..upper.len() - 1], 20),
-        Some('G') => (&upper[..upper.len() - 1], 30),
-        Some('T') => (&upper[..upper.len() - 1], 40),
-        _ => (upper, 0),
-    };
-    let value: u64 = digits
-        .parse()
-        .with_context(|| format!("`{text}` is not a size (examples: 4096, 64K, 1M, 10G)"))?;
-    value
-        .checked_mul(1 << shift)
-        .with_context(|| format!("size `{text}` is too large"))
+    // One grammar for sizes everywhere: the config's.
+    text.parse::<crate::config::ByteSize>()
+        .map(|size| size.bytes())
+        .map_err(|()| {
+            anyhow::anyhow!(
+                "`{text}` is not a size (examples: 4096, 64K, 1M, 10G; at most 2^64 - 1)"
+            )
+        })
 }
 
 /// Parses `OBJECT[/STRIPE[/SHARD]]`, OBJECT being 1 to 32 hex digits.

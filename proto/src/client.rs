@@ -189,21 +189,7 @@ impl Client {
 
     /// What the node knows about the object.
     pub fn stat(&mut self, id: ObjectId) -> Result<StatReply, ClientError> {
-        self.check_usable()?;
-        let request_id = self.next_request_id();
-        self.send_parts(&object_request(Opcode::Stat, request_id, id), &[])?;
-        let mut document = Vec::new();
-        self.receive_stream(
-            request_id,
-            Opcode::Stat,
-            0,
-            None,
-            &mut |frame| {
-                document.extend_from_slice(&frame.payload);
-                Ok(())
-            },
-            &mut |_| {},
-        )?;
+        let document = self.document(object_request(Opcode::Stat, 0, id))?;
         // A document that does not parse was still received whole: the connection is fine.
         StatReply::decode(&document).map_err(|error| ProtocolError::Stat(error).into())
     }
@@ -214,16 +200,23 @@ impl Client {
         &mut self,
         responsible: Option<(ObjectId, u64)>,
     ) -> Result<OverlayReply, ClientError> {
-        self.check_usable()?;
-        let request_id = self.next_request_id();
         let (key, n) = responsible.unwrap_or((ObjectId(0), 0));
-        let mut header = object_request(Opcode::Overlay, request_id, key);
+        let mut header = object_request(Opcode::Overlay, 0, key);
         header.length = n;
+        let document = self.document(header)?;
+        OverlayReply::decode(&document).map_err(|error| ProtocolError::Overlay(error).into())
+    }
+
+    /// Sends `header` (its request id filled in here) and collects the JSON document of the
+    /// (multi-frame) reply.
+    fn document(&mut self, mut header: Header) -> Result<Vec<u8>, ClientError> {
+        self.check_usable()?;
+        header.request_id = self.next_request_id();
         self.send_parts(&header, &[])?;
         let mut document = Vec::new();
         self.receive_stream(
-            request_id,
-            Opcode::Overlay,
+            header.request_id,
+            header.opcode,
             0,
             None,
             &mut |frame| {
@@ -232,7 +225,7 @@ impl Client {
             },
             &mut |_| {},
         )?;
-        OverlayReply::decode(&document).map_err(|error| ProtocolError::Overlay(error).into())
+        Ok(document)
     }
 
     /// Sends `header` with `payload` (the payload fields of the header are computed), for
