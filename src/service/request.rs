@@ -430,27 +430,45 @@ async fn delete(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         ShardReply::Meta(Err(error)) => return Err(error.into()),
         _ => return Err(refuse(Status::Internal, "wrong reply kind to MetaDelete")),
     };
-    let stripes = meta.stripes();
-    let mut stripe = 0u64;
+    per_stripe(
+        ctx,
+        object,
+        meta.stripes(),
+        |key| ShardOp::Delete { key },
+        |_, reply| match reply {
+            ShardReply::Done(Err(error)) => Err(error.into()),
+            _ => Ok(()),
+        },
+    )
+    .await?;
+    reply(ctx, conn, request, Vec::new()).await
+}
+
+/// Runs `op` on stripes 0..count of `object` on its core, at most [`FAN_OUT`] at a time, and
+/// hands the replies to `each` in stripe order; the first refusal from `each` ends it.
+async fn per_stripe(
+    ctx: &Rc<CoreCtx>,
+    object: u128,
+    count: u64,
+    op: impl Fn(ShardKey) -> ShardOp,
+    mut each: impl FnMut(u64, ShardReply) -> Result<(), Refusal>,
+) -> Result<(), Refusal> {
+    let owner = owner_of(ctx, object);
+    let mut next = 0u64;
     let mut running = std::collections::VecDeque::new();
-    while stripe < stripes || !running.is_empty() {
-        while running.len() < FAN_OUT && stripe < stripes {
-            let key = ShardKey::new(object, stripe as u32, 0);
+    while next < count || !running.is_empty() {
+        while running.len() < FAN_OUT && next < count {
+            let shard_op = op(ShardKey::new(object, next as u32, 0));
             let task_ctx = ctx.clone();
-            let owner = owner_of(ctx, object);
-            running
-                .push_back(ctx.executor.spawn_task(async move {
-                    task_ctx.call(owner, ShardOp::Delete { key }).await
-                }));
-            stripe += 1;
+            let task = async move { task_ctx.call(owner, shard_op).await };
+            running.push_back((next, ctx.executor.spawn_task(task)));
+            next += 1;
         }
-        if let Some(task) = running.pop_front() {
-            if let ShardReply::Done(Err(error)) = task.await {
-                return Err(error.into());
-            }
+        if let Some((stripe, task)) = running.pop_front() {
+            each(stripe, task.await)?;
         }
     }
-    reply(ctx, conn, request, Vec::new()).await
+    Ok(())
 }
 
 async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
@@ -461,33 +479,26 @@ async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     let mut parts = Vec::new();
     let node = format!("{:032x}", ctx.node_id);
     let listed = meta.stripes().min(STAT_PARTS_MAX);
-    let mut stripe = 0u64;
-    let mut running = std::collections::VecDeque::new();
-    while stripe < listed || !running.is_empty() {
-        while running.len() < FAN_OUT && stripe < listed {
-            let key = ShardKey::new(object, stripe as u32, 0);
-            let task_ctx = ctx.clone();
-            let owner = owner_of(ctx, object);
-            running.push_back((
-                stripe,
-                ctx.executor
-                    .spawn_task(async move { task_ctx.call(owner, ShardOp::Locate { key }).await }),
-            ));
-            stripe += 1;
-        }
-        if let Some((s, task)) = running.pop_front() {
-            if let ShardReply::Located(devices) = task.await {
+    per_stripe(
+        ctx,
+        object,
+        listed,
+        |key| ShardOp::Locate { key },
+        |stripe, reply| {
+            if let ShardReply::Located(devices) = reply {
                 for device in devices {
                     parts.push(StatPart {
-                        stripe: s as u32,
+                        stripe: stripe as u32,
                         shard: 0,
                         node: node.clone(),
                         device: ctx.device_name(device),
                     });
                 }
             }
-        }
-    }
+            Ok(())
+        },
+    )
+    .await?;
     let document = StatReply {
         id: ObjectId(object),
         size: meta.size,
