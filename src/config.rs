@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use ds_proto::Scheme;
 use ds_store::FormatPolicy;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -35,7 +36,9 @@ pub const RECV_BUFFER_BYTES_MAX: u64 = 64 << 20;
 /// Every configured size is a multiple of this (the largest logical block the store expects).
 pub const SIZE_ALIGN_BYTES: u64 = 4096;
 /// Shards of one object at most (K + M).
-pub const SCHEME_SHARDS_MAX: u32 = 64;
+pub const SCHEME_SHARDS_MAX: u32 = ds_proto::limits::SCHEME_SHARDS_MAX as u32;
+/// The largest `objects.write_quorum_parity`: M of the widest scheme (K = 1).
+pub const WRITE_QUORUM_PARITY_MAX: u8 = (ds_proto::limits::SCHEME_SHARDS_MAX - 1) as u8;
 /// `sun_path` holds 108 bytes including the terminating zero.
 pub const SOCKET_PATH_BYTES_MAX: usize = 107;
 /// The file under `data_dir` that holds the node id.
@@ -127,9 +130,9 @@ pub enum Problem {
     /// A tracing filter that does not parse.
     #[error("{text:?} is not a log filter: {reason}")]
     BadFilter { text: String, reason: String },
-    /// An erasure coding scheme outside 1 <= K, K + M <= 64.
-    #[error("{0} needs 1 <= K and K+M <= {SCHEME_SHARDS_MAX}")]
-    BadScheme(Scheme),
+    /// A key that moved; the value names where it lives now.
+    #[error("moved: write it as {0}")]
+    Moved(&'static str),
     /// A secret shorter than is safe.
     #[error("is {bytes} bytes; at least {min} are needed")]
     TooShort { bytes: usize, min: usize },
@@ -248,62 +251,13 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// An erasure coding scheme: `data` shards (K), any K of which restore an object, plus `parity`
-/// shards (M). Written `"K+M"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Scheme {
-    pub data: u32,
-    pub parity: u32,
-}
-
-impl Scheme {
-    pub fn is_valid(self) -> bool {
-        self.data >= 1 && self.data + self.parity <= SCHEME_SHARDS_MAX
-    }
-}
-
-impl Default for Scheme {
-    fn default() -> Self {
-        Scheme { data: 1, parity: 0 }
-    }
-}
-
-impl fmt::Display for Scheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}+{}", self.data, self.parity)
-    }
-}
-
-impl FromStr for Scheme {
-    type Err = ();
-
-    /// Parses `K+M`; ranges are checked here too, so a parsed scheme is always usable.
-    fn from_str(text: &str) -> Result<Self, ()> {
-        let (data, parity) = text.trim().split_once('+').ok_or(())?;
-        let number = |part: &str| -> Result<u32, ()> {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(());
-            }
-            part.parse().map_err(|_| ())
-        };
-        let scheme = Scheme {
-            data: number(data)?,
-            parity: number(parity)?,
-        };
-        scheme.is_valid().then_some(scheme).ok_or(())
-    }
-}
-
-impl<'de> Deserialize<'de> for Scheme {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(|()| {
-            de::Error::custom(format!(
-                "{text:?} is not a scheme \"K+M\" with 1 <= K and K+M <= {SCHEME_SHARDS_MAX}"
-            ))
-        })
-    }
+/// Reads a scheme `"K+M"` with ds_proto's parser, so a config accepts exactly what CREATE does;
+/// the error repeats the text and says what is wrong with it.
+fn deserialize_scheme<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Scheme, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|error: ds_proto::SchemeError| {
+        de::Error::custom(format!("{text:?} is not a scheme: {error}"))
+    })
 }
 
 fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
@@ -353,8 +307,10 @@ pub struct NodeConfig {
     pub stats_socket: PathBuf,
     #[serde(default = "default_log_level")]
     pub log_level: String,
-    #[serde(default)]
-    pub default_scheme: Scheme,
+    /// The top-level `default_scheme` of earlier versions, now `objects.default_scheme`: read
+    /// only to be refused with a message saying where it went.
+    #[serde(default, rename = "default_scheme")]
+    legacy_default_scheme: Option<toml::Value>,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     #[serde(default = "default_recv_buffer")]
@@ -362,6 +318,9 @@ pub struct NodeConfig {
     /// The overlay: membership and routing among nodes (`[overlay]`).
     #[serde(default)]
     pub overlay: OverlayConfig,
+    /// How new objects are coded and when writes are acknowledged (`[objects]`).
+    #[serde(default)]
+    pub objects: ObjectsConfig,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -386,6 +345,45 @@ pub struct OverlayConfig {
     pub k: Option<usize>,
     #[serde(default)]
     pub alpha: Option<usize>,
+}
+
+/// The `[objects]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsConfig {
+    /// The scheme of an object whose CREATE names none (`aux` = 0); default `1+0`.
+    #[serde(default = "default_scheme", deserialize_with = "deserialize_scheme")]
+    pub default_scheme: Scheme,
+    /// Parity shards that must be durable, beside the K data shards, before a write is
+    /// acknowledged. Unset: ⌈M/2⌉ of the object's scheme. Above an object's M it counts as M
+    /// (all N shards) for that object; see [`ObjectsConfig::write_quorum_parity`].
+    #[serde(default)]
+    pub write_quorum_parity: Option<u8>,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        ObjectsConfig {
+            default_scheme: default_scheme(),
+            write_quorum_parity: None,
+        }
+    }
+}
+
+impl ObjectsConfig {
+    /// Parity shards beside the K data shards that must be durable before a write to an object
+    /// coded with `scheme` is acknowledged: the configured count capped at M, or ⌈M/2⌉.
+    /// The write quorum W is `scheme.k() + write_quorum_parity(scheme)`, within K..=N.
+    pub fn write_quorum_parity(&self, scheme: Scheme) -> u8 {
+        match self.write_quorum_parity {
+            Some(parity) => parity.min(scheme.m()),
+            None => scheme.m().div_ceil(2),
+        }
+    }
+}
+
+fn default_scheme() -> Scheme {
+    Scheme::new(1, 0).expect("1+0 is a scheme")
 }
 
 /// Smallest cluster secret accepted: a short one is guessable.
@@ -568,9 +566,18 @@ impl NodeConfig {
             };
             return Err(invalid(("log_level", problem)));
         }
-        if !self.default_scheme.is_valid() {
-            let problem = Problem::BadScheme(self.default_scheme);
+        if self.legacy_default_scheme.is_some() {
+            let problem = Problem::Moved("default_scheme under [objects]");
             return Err(invalid(("default_scheme", problem)));
+        }
+        if let Some(parity) = self.objects.write_quorum_parity {
+            check_range(
+                "objects.write_quorum_parity",
+                u64::from(parity),
+                0,
+                u64::from(WRITE_QUORUM_PARITY_MAX),
+            )
+            .map_err(&invalid)?;
         }
         check_range(
             "max_connections",
@@ -742,20 +749,21 @@ mod tests {
     }
 
     #[test]
-    fn schemes() {
-        assert_eq!("4+2".parse(), Ok(Scheme { data: 4, parity: 2 }));
-        assert_eq!(" 1 + 0 ".parse(), Ok(Scheme { data: 1, parity: 0 }));
-        assert_eq!(
-            "64+0".parse(),
-            Ok(Scheme {
-                data: 64,
-                parity: 0
-            })
-        );
-        assert_eq!("0+2".parse::<Scheme>(), Err(()));
-        assert_eq!("60+5".parse::<Scheme>(), Err(()));
-        assert_eq!("4".parse::<Scheme>(), Err(()));
-        assert_eq!("4+-1".parse::<Scheme>(), Err(()));
+    fn write_quorum_parity() {
+        let scheme = |text: &str| text.parse::<Scheme>().unwrap();
+        let mut objects = ObjectsConfig::default();
+        assert_eq!(objects.default_scheme, scheme("1+0"));
+        assert_eq!(objects.write_quorum_parity(scheme("1+0")), 0);
+        assert_eq!(objects.write_quorum_parity(scheme("4+2")), 1);
+        assert_eq!(objects.write_quorum_parity(scheme("4+3")), 2);
+        assert_eq!(objects.write_quorum_parity(scheme("1+2")), 1);
+        objects.write_quorum_parity = Some(2);
+        assert_eq!(objects.write_quorum_parity(scheme("4+2")), 2);
+        assert_eq!(objects.write_quorum_parity(scheme("8+4")), 2);
+        assert_eq!(objects.write_quorum_parity(scheme("4+1")), 1, "capped at M");
+        assert_eq!(objects.write_quorum_parity(scheme("1+0")), 0, "capped at M");
+        objects.write_quorum_parity = Some(0);
+        assert_eq!(objects.write_quorum_parity(scheme("4+2")), 0);
     }
 
     #[test]

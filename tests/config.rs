@@ -5,7 +5,10 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ds::config::{ByteSize, ConfigError, DeviceFormat, NodeConfig, PollMode, Problem, Scheme};
+use ds::config::{
+    ByteSize, ConfigError, DeviceFormat, NodeConfig, ObjectsConfig, PollMode, Problem,
+};
+use ds_proto::Scheme;
 
 const MINIMAL: &str = r#"
 data_dir = "/srv/ds"
@@ -60,7 +63,11 @@ fn example_files_load() {
     let two = NodeConfig::load(folder.join("two-devices.toml")).unwrap();
     assert_eq!(two.devices.len(), 2);
     assert_eq!(two.devices[1].format, DeviceFormat::Never);
-    assert_eq!(two.default_scheme, Scheme { data: 2, parity: 1 });
+    assert_eq!(two.objects.default_scheme, Scheme::new(2, 1).unwrap());
+
+    let cluster = NodeConfig::load(folder.join("cluster-node.toml")).unwrap();
+    assert_eq!(cluster.objects.default_scheme, Scheme::new(4, 2).unwrap());
+    assert_eq!(cluster.objects.write_quorum_parity, None);
 }
 
 #[test]
@@ -78,7 +85,9 @@ fn defaults() {
     assert_eq!(config.adaptive_spin_us, 500);
     assert_eq!(config.stats_socket, PathBuf::from("/srv/ds/stats.sock"));
     assert_eq!(config.log_level, "info");
-    assert_eq!(config.default_scheme, Scheme { data: 1, parity: 0 });
+    assert_eq!(config.objects, ObjectsConfig::default());
+    assert_eq!(config.objects.default_scheme, Scheme::new(1, 0).unwrap());
+    assert_eq!(config.objects.write_quorum_parity, None);
     assert_eq!(config.max_connections, 1024);
     assert_eq!(config.recv_buffer, ByteSize(256 << 10));
     assert_eq!(config.devices[0].path, PathBuf::from("/srv/ds/dev0.img"));
@@ -96,8 +105,10 @@ fn values_in_both_forms() {
         poll_mode = "sleep"
         stats_socket = "/run/ds.sock"
         recv_buffer = 1048576
-        default_scheme = "4+2"
         log_level = "warn,ds=debug"
+        [objects]
+        default_scheme = " 8 + 3 "
+        write_quorum_parity = 2
         [[devices]]
         path = "/dev/nvme0n1"
         format = "always"
@@ -115,6 +126,8 @@ fn values_in_both_forms() {
     assert_eq!(config.devices[0].size, None);
     assert_eq!(config.devices[1].path, PathBuf::from("d/b.img"));
     assert_eq!(config.devices[1].size, Some(ByteSize(8192)));
+    assert_eq!(config.objects.default_scheme, Scheme::new(8, 3).unwrap());
+    assert_eq!(config.objects.write_quorum_parity, Some(2));
 }
 
 #[test]
@@ -181,13 +194,82 @@ fn no_devices() {
 
 #[test]
 fn bad_scheme() {
-    for scheme in ["0+2", "60+5", "three", "4+"] {
-        let message = refused(
-            &format!("default_scheme = \"{scheme}\"\n{MINIMAL}"),
-            "default_scheme",
-        );
+    for (scheme, why) in [
+        ("0+2", "at least 1"),
+        ("60+5", "65 shards"),
+        ("three", "K+M"),
+        ("4+", "M of the scheme"),
+        ("4+-1", "M of the scheme"),
+        ("300+1", "K of the scheme"),
+    ] {
+        let text = format!("{MINIMAL}\n[objects]\ndefault_scheme = \"{scheme}\"\n");
+        let error = parse(&text).expect_err(scheme);
+        assert_eq!(error.key(), Some("objects.default_scheme"), "{error}");
+        let message = refused(&text, "objects.default_scheme");
         assert!(message.contains(scheme), "{message}");
+        assert!(message.contains(why), "{message}");
     }
+    refused(
+        &format!("{MINIMAL}\n[objects]\ndefault_scheme = 42\n"),
+        "objects.default_scheme",
+    );
+}
+
+#[test]
+fn objects_table() {
+    let with = |body: &str| format!("{MINIMAL}\n[objects]\n{body}\n");
+    let config = parse(&with("default_scheme = \"1+2\"")).unwrap();
+    assert_eq!(config.objects.default_scheme, Scheme::new(1, 2).unwrap());
+    assert_eq!(config.objects.write_quorum_parity, None);
+    // Unset: ceil(M/2) of each object's scheme; set: capped at the object's M.
+    let parity = |config: &NodeConfig, scheme: &str| {
+        config.objects.write_quorum_parity(scheme.parse().unwrap())
+    };
+    assert_eq!(parity(&config, "4+2"), 1);
+    assert_eq!(parity(&config, "4+3"), 2);
+    let config = parse(&with("write_quorum_parity = 2")).unwrap();
+    assert_eq!(config.objects.default_scheme, Scheme::new(1, 0).unwrap());
+    assert_eq!(parity(&config, "8+4"), 2);
+    assert_eq!(parity(&config, "4+1"), 1);
+    assert_eq!(parity(&config, "1+0"), 0);
+    let config = parse(&with("write_quorum_parity = 0")).unwrap();
+    assert_eq!(parity(&config, "4+2"), 0);
+
+    refused(
+        &with("write_quorum_parity = 64"),
+        "objects.write_quorum_parity",
+    );
+    refused(
+        &with("write_quorum_parity = -1"),
+        "objects.write_quorum_parity",
+    );
+    refused(
+        &with("write_quorum_parity = 300"),
+        "objects.write_quorum_parity",
+    );
+    refused(
+        &with("write_quorum_parity = \"two\""),
+        "objects.write_quorum_parity",
+    );
+    refused(&with("scheme = \"4+2\""), "objects.scheme");
+}
+
+#[test]
+fn top_level_default_scheme_moved() {
+    let error = parse(&format!("default_scheme = \"4+2\"\n{MINIMAL}")).unwrap_err();
+    assert_eq!(error.key(), Some("default_scheme"));
+    assert!(
+        matches!(
+            error,
+            ConfigError::Invalid {
+                problem: Problem::Moved(_),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("[objects]"), "{message}");
 }
 
 #[test]

@@ -62,7 +62,9 @@ fn a_local_cluster_comes_up_serves_restarts_and_goes_down() {
     // Objects through one node; then that node restarts from its config and still has them.
     let addr = nodes[1]["client_addr"].as_str().unwrap().to_string();
     let mut client = ds_proto::Client::connect(addr.as_str(), Duration::from_secs(5)).unwrap();
-    let id = client.create(ds_proto::Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client
+        .create(Some(ds_proto::Scheme::new(1, 0).unwrap()))
+        .unwrap();
     client.put(id, 0, &pattern(3, 100_000)).unwrap();
     drop(client);
     let pid = nodes[1]["pid"].as_u64().unwrap();

@@ -152,7 +152,9 @@ fn stats_socket_reports_the_work_done() {
     let node = NodeProcess::start(&write_config(&dir, 2, "1G", ""));
     let mut client = node.client();
     for i in 0..20 {
-        let id = client.create(ds_proto::Scheme::new(1, 0).unwrap()).unwrap();
+        let id = client
+            .create(Some(ds_proto::Scheme::new(1, 0).unwrap()))
+            .unwrap();
         client.put(id, 0, &pattern(i, 10_000)).unwrap();
         let mut out = Vec::new();
         client.get(id, 0, 10_000, &mut out, &mut |_| {}).unwrap();

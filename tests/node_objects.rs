@@ -37,7 +37,7 @@ fn objects_of_every_size_read_back_bit_exact_before_and_after_restart() {
     let mut objects = Vec::new();
     for (seed, &size) in sizes.iter().enumerate() {
         let data = pattern(seed as u64, size);
-        let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+        let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
         client.put(id, 0, &data).unwrap();
         assert_eq!(get_all(&mut client, id), data, "size {size}");
         let stat = client.stat(id).unwrap();
@@ -73,7 +73,7 @@ fn writes_at_offsets_grow_objects_and_holes_read_as_zeros() {
     let dir = workdir("node_offsets");
     let node = NodeProcess::start(&write_config(&dir, 2, "1G", ""));
     let mut client = node.client();
-    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     let tail = pattern(1, 1000);
     client.put(id, 3 * MIB as u64 + 17, &tail).unwrap();
     let mut expect = vec![0u8; 3 * MIB + 17];
@@ -111,10 +111,10 @@ fn errors_are_clear_and_deletes_stick_across_restarts() {
         status_of(client.stat(unknown).unwrap_err()),
         Status::NotFound
     );
-    let err = client.create(Scheme::new(4, 2).unwrap()).unwrap_err();
+    let err = client.create(Some(Scheme::new(4, 2).unwrap())).unwrap_err();
     assert_eq!(status_of(err), Status::Unavailable);
 
-    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     client.put(id, 0, &pattern(9, 100)).unwrap();
     let err = client
         .get(id, 90, 11, &mut Vec::new(), &mut |_| {})
@@ -126,7 +126,7 @@ fn errors_are_clear_and_deletes_stick_across_restarts() {
         }
         other => panic!("{other:?}"),
     }
-    let kept = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let kept = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     client.put(kept, 0, &pattern(10, 2 * MIB)).unwrap();
     client.delete(id).unwrap();
     assert_eq!(status_of(client.stat(id).unwrap_err()), Status::NotFound);
@@ -159,7 +159,7 @@ fn sigkill_under_put_load_loses_no_acknowledged_object() {
                 }
                 let seed = worker * 1_000_000 + n;
                 let size = [100, 4096, 70_000, MIB + 5][n as usize % 4];
-                let Ok(id) = client.create(Scheme::new(1, 0).unwrap()) else {
+                let Ok(id) = client.create(Some(Scheme::new(1, 0).unwrap())) else {
                     return;
                 };
                 if client.put(id, 0, &pattern(seed, size)).is_err() {
@@ -236,7 +236,7 @@ fn a_one_gib_object_streams_in_and_out() {
     let dir = workdir("node_gib");
     let node = NodeProcess::start(&write_config(&dir, 2, "3G", ""));
     let mut client = node.client();
-    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     let written = client
         .put_from(id, 0, Generated { at: 0, len: GIB }, &mut |_| {})
         .unwrap();
@@ -258,7 +258,7 @@ fn every_poll_mode_serves() {
         let node = NodeProcess::start(&config);
         let mut client = node.client();
         for i in 0..20 {
-            let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+            let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
             let data = pattern(i, 3000 * i as usize);
             client.put(id, 0, &data).unwrap();
             assert_eq!(get_all(&mut client, id), data, "{mode}");
@@ -286,7 +286,7 @@ fn a_64_gib_object_holds_its_last_byte() {
     let dir = workdir("node_64g");
     let node = NodeProcess::start(&write_config(&dir, 2, "1G", ""));
     let mut client = node.client();
-    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     client.put(id, SIZE - 3, b"end").unwrap();
     client.put(id, 0, b"start").unwrap();
     let stat = client.stat(id).unwrap();
@@ -323,7 +323,7 @@ fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_object() {
             };
             for n in 0..u64::MAX {
                 let seed = worker << 32 | n;
-                let Ok(id) = client.create(Scheme::new(1, 0).unwrap()) else {
+                let Ok(id) = client.create(Some(Scheme::new(1, 0).unwrap())) else {
                     return;
                 };
                 if client.put(id, 0, &pattern(seed, 50_000)).is_err() {

@@ -55,7 +55,7 @@ fn pipelined_requests_are_all_answered_by_request_id() {
     let mut client = node.client();
     let ids: Vec<ObjectId> = (0..8)
         .map(|i| {
-            let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+            let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
             client.put(id, 0, &pattern(i, 5000 + i as usize)).unwrap();
             id
         })
@@ -232,7 +232,7 @@ fn abuse_on_raw_sockets_leaves_other_clients_served_and_memory_bounded() {
             let mut rounds = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let data = pattern(rounds, 20_000);
-                let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+                let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
                 client.put(id, 0, &data).unwrap();
                 let mut out = Vec::new();
                 client

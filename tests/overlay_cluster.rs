@@ -1,13 +1,14 @@
 //! Real processes on loopback: five nodes join through one seed, one leaves gracefully, one
 //! is killed; every survivor soon gives the same, correct responsible set for 100 random keys.
-//! A node with another cluster secret cannot join, and its messages are counted as dropped.
+//! Every node's OVERLAY document shows the data (client) address of every node. A node with
+//! another cluster secret cannot join, and its messages are counted as dropped.
 
 mod node;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ds_proto::ObjectId;
+use ds_proto::{Header, ObjectId, Opcode, Status};
 use node::{workdir, write_config, NodeProcess};
 
 const SECRET: &str = "overlay-test-secret-0123456789";
@@ -45,6 +46,42 @@ fn responsible(node: &NodeProcess, key: u128, n: u64) -> Vec<String> {
         .collect()
 }
 
+/// The OVERLAY document as the node sent it (the client's `OverlayReply` keeps only the fields
+/// it knows).
+fn raw_overlay(node: &NodeProcess) -> serde_json::Value {
+    let mut client = node.client();
+    let request_id = client.next_request_id();
+    client
+        .send_request(&Header::request(Opcode::Overlay, request_id), &[])
+        .unwrap();
+    let mut document = Vec::new();
+    loop {
+        let frame = client.recv().unwrap();
+        assert_eq!(frame.header.request_id, request_id);
+        assert_eq!(frame.header.status, Status::Ok);
+        document.extend_from_slice(&frame.payload);
+        if !frame.header.has_more() {
+            break;
+        }
+    }
+    serde_json::from_slice(&document).unwrap()
+}
+
+/// Node id (hex) -> data address, for the node itself and every routing table entry, as the
+/// node's OVERLAY document shows them.
+fn data_addresses(node: &NodeProcess) -> BTreeMap<String, String> {
+    let document = raw_overlay(node);
+    let mut peers = vec![document["node"].clone()];
+    peers.extend(document["routing"].as_array().unwrap().iter().cloned());
+    peers
+        .iter()
+        .map(|peer| {
+            let data = peer["data"].as_str().unwrap_or("none").to_string();
+            (peer["id"].as_str().unwrap().to_string(), data)
+        })
+        .collect()
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + CONVERGE;
     while !done() {
@@ -65,6 +102,16 @@ fn five_nodes_join_lose_two_and_agree_on_responsible_sets() {
     wait_until("every node knows the 4 others", || {
         nodes.iter().all(|n| routing(n).len() == 4)
     });
+    // Each node announced the data port its cores bound (the config says port 0), and every
+    // node lists every node's client address.
+    let truth: BTreeMap<String, String> = nodes
+        .iter()
+        .zip(&ids)
+        .map(|(node, id)| (format!("{id:032x}"), node.addr.to_string()))
+        .collect();
+    for node in &nodes {
+        assert_eq!(data_addresses(node), truth, "node {}", node.addr);
+    }
 
     // An outsider with another secret is refused, and counted.
     let outsider = start(

@@ -109,6 +109,7 @@ impl Bucket {
         if let Some(at) = self.position(info.id) {
             let entry = &mut self.entries[at];
             entry.info.addr = info.addr;
+            entry.info.data_port = info.data_port;
             entry.last_seen = entry.last_seen.max(now);
             if entry.misses > 0 {
                 entry.misses = 0;
@@ -182,6 +183,7 @@ mod tests {
         NodeInfo {
             id: NodeId(id),
             addr: ([127, 0, 0, 1], 1000 + id as u16).into(),
+            data_port: 0,
         }
     }
 

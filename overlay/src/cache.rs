@@ -92,6 +92,7 @@ mod tests {
         NodeInfo {
             id: NodeId(id),
             addr: ([10, 0, 0, 5], 1).into(),
+            data_port: 0,
         }
     }
 

@@ -3,10 +3,11 @@
 //! every byte; the offsets below are the source of truth.
 //!
 //! ```text
-//!  0  magic "DSOV"        4  version (1)      5  opcode          6  flags u16
+//!  0  magic "DSOV"        4  version (2)      5  opcode          6  flags u16
 //!  8  sender id u128     24  receiver id u128 (zero unless flag RECEIVER)
-//! 40  sequence u64       48  request id u64  56  body length u16 58  body
-//! 58+L crc32c of [0, 58+L)                   62+L HMAC-SHA256 of [0, 62+L)
+//! 40  sequence u64       48  request id u64  56  sender data port u16
+//! 58  body length u16    60  body
+//! 60+L crc32c of [0, 60+L)                   64+L HMAC-SHA256 of [0, 64+L)
 //! ```
 //!
 //! `decode` checks, in this order and before allocating anything: size, magic, version,
@@ -23,7 +24,8 @@ use crate::limits::{MESSAGE_BYTES_MAX, NODES_PER_MESSAGE_MAX};
 use crate::message::{Body, Message, Opcode, RequestId};
 
 pub const MAGIC: [u8; 4] = *b"DSOV";
-pub const VERSION: u8 = 1;
+/// Version 2 added data ports: the sender's in the header, each node's in NODES.
+pub const VERSION: u8 = 2;
 /// Flag bit: the receiver id field names the receiver.
 pub const FLAG_RECEIVER: u16 = 1;
 const FLAGS_KNOWN: u16 = FLAG_RECEIVER;
@@ -36,26 +38,33 @@ pub const SENDER_AT: usize = 8;
 pub const RECEIVER_AT: usize = 24;
 pub const SEQUENCE_AT: usize = 40;
 pub const REQUEST_AT: usize = 48;
-pub const BODY_LENGTH_AT: usize = 56;
+pub const DATA_PORT_AT: usize = 56;
+pub const BODY_LENGTH_AT: usize = 58;
 /// Bytes before the body.
-pub const HEADER_BYTES: usize = 58;
+pub const HEADER_BYTES: usize = 60;
 /// Bytes after the body: crc32c and MAC.
 pub const TRAILER_BYTES: usize = 4 + MAC_BYTES;
 /// The smallest datagram (empty body).
 pub const MESSAGE_BYTES_MIN: usize = HEADER_BYTES + TRAILER_BYTES;
 /// FIND_NODE body: key and count.
 pub const FIND_NODE_BODY_BYTES: usize = 17;
-/// A node in a NODES body: id, family, IPv4 or IPv6 address, port.
-pub const NODE_V4_BYTES: usize = 16 + 1 + 4 + 2;
-pub const NODE_V6_BYTES: usize = 16 + 1 + 16 + 2;
+/// A node in a NODES body: id, family, IPv4 or IPv6 address, overlay port, data port.
+pub const NODE_V4_BYTES: usize = 16 + 1 + 4 + 2 + 2;
+pub const NODE_V6_BYTES: usize = 16 + 1 + 16 + 2 + 2;
+/// Room for the nodes of a NODES body in one datagram.
+pub const NODES_BODY_BYTES_MAX: usize = MESSAGE_BYTES_MAX - MESSAGE_BYTES_MIN - 1;
+/// IPv6 nodes that fit one NODES message: fewer than `NODES_PER_MESSAGE_MAX`, so a list with
+/// many IPv6 nodes is cut to what fits (`nodes_fitting`). IPv4 lists are never cut.
+pub const NODES_V6_PER_MESSAGE_MAX: usize = NODES_BODY_BYTES_MAX / NODE_V6_BYTES;
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
 const _: () = assert!(BODY_LENGTH_AT + 2 == HEADER_BYTES);
-const _: () = assert!(REQUEST_AT + 8 == BODY_LENGTH_AT);
-// The largest NODES message (all IPv6) fits a datagram.
-const _: () =
-    assert!(MESSAGE_BYTES_MIN + 1 + NODES_PER_MESSAGE_MAX * NODE_V6_BYTES <= MESSAGE_BYTES_MAX);
+const _: () = assert!(REQUEST_AT + 8 == DATA_PORT_AT);
+const _: () = assert!(DATA_PORT_AT + 2 == BODY_LENGTH_AT);
+// The largest all-IPv4 NODES message fits a datagram; an all-IPv6 one is cut, but not by much.
+const _: () = assert!(NODES_PER_MESSAGE_MAX * NODE_V4_BYTES <= NODES_BODY_BYTES_MAX);
+const _: () = assert!(NODES_V6_PER_MESSAGE_MAX >= 16);
 const _: () = assert!(MESSAGE_BYTES_MAX - MESSAGE_BYTES_MIN <= u16::MAX as usize);
 
 /// Why a datagram was refused. Each variant is a drop reason counted in `Stats`.
@@ -109,9 +118,30 @@ pub struct Decoded {
     pub sequence: u64,
 }
 
+/// How many of `nodes` (a prefix) one NODES message carries: at most `NODES_PER_MESSAGE_MAX`,
+/// and no more than fit `MESSAGE_BYTES_MAX` (only lists with more than
+/// `NODES_V6_PER_MESSAGE_MAX` IPv6 nodes are cut by size).
+pub fn nodes_fitting(nodes: &[NodeInfo]) -> usize {
+    let mut bytes = 0;
+    for (at, node) in nodes.iter().take(NODES_PER_MESSAGE_MAX).enumerate() {
+        bytes += node_bytes(node);
+        if bytes > NODES_BODY_BYTES_MAX {
+            return at;
+        }
+    }
+    nodes.len().min(NODES_PER_MESSAGE_MAX)
+}
+
+fn node_bytes(node: &NodeInfo) -> usize {
+    match node.addr {
+        SocketAddr::V4(_) => NODE_V4_BYTES,
+        SocketAddr::V6(_) => NODE_V6_BYTES,
+    }
+}
+
 /// Encodes `message` numbered `sequence` into `out` (cleared first).
 ///
-/// Panics on a NODES list longer than `NODES_PER_MESSAGE_MAX` or a FIND_NODE count outside
+/// Panics on a NODES list longer than `nodes_fitting` allows or a FIND_NODE count outside
 /// 1..=`NODES_PER_MESSAGE_MAX`: the overlay never builds those.
 pub fn encode(message: &Message, sequence: u64, secret: &ClusterSecret, out: &mut Vec<u8>) {
     out.clear();
@@ -128,6 +158,7 @@ pub fn encode(message: &Message, sequence: u64, secret: &ClusterSecret, out: &mu
     out.extend_from_slice(&message.receiver.map_or(0, |id| id.0).to_le_bytes());
     out.extend_from_slice(&sequence.to_le_bytes());
     out.extend_from_slice(&message.request.0.to_le_bytes());
+    out.extend_from_slice(&message.sender_data_port.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     assert_eq!(out.len(), HEADER_BYTES);
     match &message.body {
@@ -140,6 +171,7 @@ pub fn encode(message: &Message, sequence: u64, secret: &ClusterSecret, out: &mu
         }
         Body::Nodes { nodes } => {
             assert!(nodes.len() <= NODES_PER_MESSAGE_MAX);
+            assert_eq!(nodes_fitting(nodes), nodes.len(), "NODES list too long");
             out.push(nodes.len() as u8);
             for node in nodes {
                 encode_node(node, out);
@@ -168,6 +200,7 @@ fn encode_node(node: &NodeInfo, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&node.addr.port().to_le_bytes());
+    out.extend_from_slice(&node.data_port.to_le_bytes());
 }
 
 /// Recomputes the crc32c and the MAC of a datagram in place, from its length (the trailer is
@@ -251,6 +284,7 @@ pub fn decode(bytes: &[u8], secret: &ClusterSecret) -> Result<Decoded, DecodeErr
     Ok(Decoded {
         message: Message {
             sender: NodeId(u128_at(bytes, SENDER_AT)),
+            sender_data_port: u16_at(bytes, DATA_PORT_AT),
             receiver,
             request: RequestId(u64_at(bytes, REQUEST_AT)),
             body,
@@ -323,10 +357,11 @@ fn decode_node(bytes: &[u8]) -> Result<(NodeInfo, &[u8]), DecodeError> {
         }
         _ => return Err(DecodeError::BadBody),
     };
-    let port = u16_at(bytes, length - 2);
+    let port = u16_at(bytes, length - 4);
     let node = NodeInfo {
         id,
         addr: SocketAddr::new(ip, port),
+        data_port: u16_at(bytes, length - 2),
     };
     Ok((node, &bytes[length..]))
 }
@@ -342,6 +377,7 @@ mod tests {
     fn sample() -> Message {
         Message {
             sender: NodeId(0xabcdef),
+            sender_data_port: 7100,
             receiver: Some(NodeId(42)),
             request: RequestId(7),
             body: Body::Nodes {
@@ -349,10 +385,12 @@ mod tests {
                     NodeInfo {
                         id: NodeId(1),
                         addr: "10.1.2.3:4000".parse().unwrap(),
+                        data_port: 7000,
                     },
                     NodeInfo {
                         id: NodeId(u128::MAX),
                         addr: "[2001:db8::1]:65535".parse().unwrap(),
+                        data_port: 0,
                     },
                 ],
             },
@@ -370,6 +408,69 @@ mod tests {
         let decoded = decode(&bytes, &secret()).unwrap();
         assert_eq!(decoded.message, sample());
         assert_eq!(decoded.sequence, 99);
+        assert_eq!(decoded.message.sender_data_port, 7100);
+        let Body::Nodes { nodes } = &decoded.message.body else {
+            panic!("not NODES");
+        };
+        assert_eq!(nodes[0].data_port, 7000);
+        assert_eq!(nodes[0].data_addr(), Some("10.1.2.3:7000".parse().unwrap()));
+        assert_eq!(nodes[1].data_addr(), None);
+    }
+
+    #[test]
+    fn node_layout_is_as_documented() {
+        let mut bytes = Vec::new();
+        encode(&sample(), 1, &secret(), &mut bytes);
+        let node = &bytes[HEADER_BYTES + 1..];
+        assert_eq!(u128_at(node, 0), 1);
+        assert_eq!(node[16], FAMILY_V4);
+        assert_eq!(&node[17..21], &[10, 1, 2, 3]);
+        assert_eq!(u16_at(node, 21), 4000);
+        assert_eq!(u16_at(node, 23), 7000);
+        let node = &node[NODE_V4_BYTES..];
+        assert_eq!(node[16], FAMILY_V6);
+        assert_eq!(u16_at(node, 33), 65535);
+        assert_eq!(u16_at(node, 35), 0);
+    }
+
+    #[test]
+    fn long_ipv6_lists_are_cut_to_fit() {
+        let v6 = |id: u128| NodeInfo {
+            id: NodeId(id),
+            addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1),
+            data_port: 2,
+        };
+        let v4 = |id: u128| NodeInfo {
+            id: NodeId(id),
+            addr: "10.0.0.1:1".parse().unwrap(),
+            data_port: 2,
+        };
+        let all_v4: Vec<NodeInfo> = (0..40).map(v4).collect();
+        assert_eq!(nodes_fitting(&all_v4), NODES_PER_MESSAGE_MAX);
+        let all_v6: Vec<NodeInfo> = (0..40).map(v6).collect();
+        assert_eq!(nodes_fitting(&all_v6), NODES_V6_PER_MESSAGE_MAX);
+        assert_eq!(nodes_fitting(&all_v6[..3]), 3);
+        let mut mixed: Vec<NodeInfo> = (0..NODES_PER_MESSAGE_MAX as u128).map(v6).collect();
+        for node in mixed.iter_mut().step_by(4) {
+            *node = v4(node.id.0);
+        }
+        let fit = nodes_fitting(&mixed);
+        assert!(fit > NODES_V6_PER_MESSAGE_MAX && fit <= NODES_PER_MESSAGE_MAX);
+        for nodes in [&all_v6[..NODES_V6_PER_MESSAGE_MAX], &mixed[..fit]] {
+            let message = Message {
+                sender: NodeId(1),
+                sender_data_port: 0,
+                receiver: Some(NodeId(2)),
+                request: RequestId(3),
+                body: Body::Nodes {
+                    nodes: nodes.to_vec(),
+                },
+            };
+            let mut bytes = Vec::new();
+            encode(&message, 1, &secret(), &mut bytes);
+            assert!(bytes.len() <= MESSAGE_BYTES_MAX);
+            assert_eq!(decode(&bytes, &secret()).unwrap().message, message);
+        }
     }
 
     #[test]
@@ -377,19 +478,22 @@ mod tests {
         let mut bytes = Vec::new();
         let message = Message {
             sender: NodeId(1),
+            sender_data_port: 0x1234,
             receiver: None,
             request: RequestId(2),
             body: Body::Ping,
         };
         encode(&message, 3, &secret(), &mut bytes);
         assert_eq!(&bytes[..4], b"DSOV");
-        assert_eq!(bytes[VERSION_AT], 1);
+        assert_eq!(bytes[VERSION_AT], 2);
         assert_eq!(bytes[OPCODE_AT], 1);
         assert_eq!(u16_at(&bytes, FLAGS_AT), 0);
         assert_eq!(u128_at(&bytes, SENDER_AT), 1);
         assert_eq!(u64_at(&bytes, SEQUENCE_AT), 3);
         assert_eq!(u64_at(&bytes, REQUEST_AT), 2);
+        assert_eq!(&bytes[56..58], &[0x34, 0x12]);
         assert_eq!(u16_at(&bytes, BODY_LENGTH_AT), 0);
+        assert_eq!((DATA_PORT_AT, BODY_LENGTH_AT, HEADER_BYTES), (56, 58, 60));
         assert_eq!(bytes.len(), MESSAGE_BYTES_MIN);
     }
 

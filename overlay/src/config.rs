@@ -44,6 +44,10 @@ pub struct Config {
     pub sequence_start: u64,
     /// Seed of the node's RNG (refresh targets, tick phase).
     pub seed: u64,
+    /// The port of this node's data service (the object protocol), announced in every
+    /// message; 0: none (the simulator). It replaces `data_port` of the `NodeInfo` the overlay
+    /// is created with.
+    pub data_port: u16,
 }
 
 impl Config {
@@ -66,6 +70,7 @@ impl Config {
             secret,
             sequence_start: 0,
             seed: 0,
+            data_port: 0,
         }
     }
 

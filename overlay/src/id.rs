@@ -63,11 +63,22 @@ pub fn distance(a: NodeId, b: NodeId) -> u128 {
     a.distance(b)
 }
 
-/// A node as the overlay knows it: its id and the address its messages come from.
+/// A node as the overlay knows it: its id, the address its messages come from, and the port
+/// of its data service (the object protocol over TCP, at the same IP as `addr`) as the node
+/// itself announced it; 0 when it serves no data (yet), as in the simulator.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct NodeInfo {
     pub id: NodeId,
     pub addr: SocketAddr,
+    pub data_port: u16,
+}
+
+impl NodeInfo {
+    /// The address of the node's data service: its overlay IP and its data port; `None` for
+    /// data port 0.
+    pub fn data_addr(&self) -> Option<SocketAddr> {
+        (self.data_port != 0).then(|| SocketAddr::new(self.addr.ip(), self.data_port))
+    }
 }
 
 /// Multiplicative hasher for ids and request numbers: ids are random already, request numbers

@@ -163,6 +163,13 @@ impl Lookup {
         true
     }
 
+    /// `info` answered for itself: its addresses replace those a NODES list gave for it.
+    pub fn update_info(&mut self, info: NodeInfo) {
+        if let Ok(at) = self.search(info.id) {
+            self.candidates[at].info = info;
+        }
+    }
+
     /// A request of this lookup to `from` finished: answered, or timed out (`answered` false;
     /// asked again up to `LOOKUP_ATTEMPTS_MAX` times in all).
     /// Returns whether `from` now counts as failed.
@@ -267,6 +274,7 @@ mod tests {
         NodeInfo {
             id: NodeId(id),
             addr: ([10, 0, 0, 3], id as u16).into(),
+            data_port: 0,
         }
     }
 

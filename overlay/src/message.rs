@@ -12,6 +12,9 @@ pub struct RequestId(pub u64);
 pub struct Message {
     /// The sender's node id (authenticated by the cluster MAC, not proven by any key pair).
     pub sender: NodeId,
+    /// The sender's data port (`NodeInfo::data_port`; 0: none). Its overlay address is the
+    /// datagram's source, so only the port travels.
+    pub sender_data_port: u16,
     /// The node the message is for; `None` only for PING and FIND_NODE to a seed whose id is
     /// not known yet. Replies and LEAVE always name their receiver, so they cannot be replayed
     /// to another node.

@@ -86,8 +86,8 @@ impl Neighbourhood {
         }
     }
 
-    /// A message from `info` was accepted at `last_seen`. Returns whether the membership or an
-    /// address changed.
+    /// A message from `info` was accepted at `last_seen`. Returns whether the membership, an
+    /// address or a data port changed.
     pub fn seen(&mut self, info: NodeInfo, last_seen: Instant) -> bool {
         if info.id == self.self_id {
             return false;
@@ -97,9 +97,9 @@ impl Neighbourhood {
                 let state = &mut self.states[at];
                 state.last_seen = state.last_seen.max(last_seen);
                 state.misses = 0;
-                let moved = self.infos[at].addr != info.addr;
-                self.infos[at].addr = info.addr;
-                state.info.addr = info.addr;
+                let moved = self.infos[at] != info;
+                self.infos[at] = info;
+                state.info = info;
                 moved
             }
             Err(at) if at < self.capacity => {
@@ -159,6 +159,7 @@ mod tests {
         NodeInfo {
             id: NodeId(id),
             addr: ([10, 0, 0, 2], id as u16).into(),
+            data_port: 0,
         }
     }
 

@@ -207,6 +207,7 @@ mod tests {
         NodeInfo {
             id: NodeId(id),
             addr: ([10, 0, 0, 1], (id % 60000) as u16).into(),
+            data_port: 0,
         }
     }
 

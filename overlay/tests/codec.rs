@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use ds_overlay::codec::{
-    reseal, BODY_LENGTH_AT, FLAGS_AT, HEADER_BYTES, MESSAGE_BYTES_MIN, OPCODE_AT, RECEIVER_AT,
-    TRAILER_BYTES, VERSION_AT,
+    nodes_fitting, reseal, BODY_LENGTH_AT, FLAGS_AT, HEADER_BYTES, MESSAGE_BYTES_MIN, OPCODE_AT,
+    RECEIVER_AT, REQUEST_AT, TRAILER_BYTES, VERSION_AT,
 };
 use ds_overlay::limits::{MESSAGE_BYTES_MAX, NODES_PER_MESSAGE_MAX};
 use ds_overlay::{
@@ -29,9 +29,10 @@ fn addr() -> impl Strategy<Value = SocketAddr> {
 }
 
 fn body() -> impl Strategy<Value = Body> {
-    let node = (any::<u128>(), addr()).prop_map(|(id, addr)| NodeInfo {
+    let node = (any::<u128>(), addr(), any::<u16>()).prop_map(|(id, addr, data_port)| NodeInfo {
         id: NodeId(id),
         addr,
+        data_port,
     });
     prop_oneof![
         Just(Body::Ping),
@@ -43,20 +44,25 @@ fn body() -> impl Strategy<Value = Body> {
                 count,
             }
         }),
-        proptest::collection::vec(node, 0..=NODES_PER_MESSAGE_MAX)
-            .prop_map(|nodes| Body::Nodes { nodes }),
+        // Many IPv6 nodes do not fit one datagram; the overlay sends the prefix that fits.
+        proptest::collection::vec(node, 0..=NODES_PER_MESSAGE_MAX).prop_map(|mut nodes| {
+            nodes.truncate(nodes_fitting(&nodes));
+            Body::Nodes { nodes }
+        }),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
     (
         any::<u128>(),
+        any::<u16>(),
         proptest::option::of(any::<u128>()),
         any::<u64>(),
         body(),
     )
-        .prop_map(|(sender, receiver, request, body)| Message {
+        .prop_map(|(sender, data_port, receiver, request, body)| Message {
             sender: NodeId(sender),
+            sender_data_port: data_port,
             receiver: receiver.map(NodeId),
             request: RequestId(request),
             body,
@@ -72,6 +78,7 @@ fn encoded(message: &Message, sequence: u64) -> Vec<u8> {
 fn ping() -> Message {
     Message {
         sender: NodeId(7),
+        sender_data_port: 7100,
         receiver: Some(NodeId(8)),
         request: RequestId(9),
         body: Body::Ping,
@@ -158,11 +165,12 @@ fn each_reason_is_reported() {
     bytes[0] = b'X';
     assert_eq!(decode(&bytes, &secret), Err(DecodeError::BadMagic));
 
+    // Version 1 had no data ports: refused, not misread.
     let mut bytes = good.clone();
-    bytes[VERSION_AT] = 2;
+    bytes[VERSION_AT] = 1;
     assert_eq!(
         decode(&bytes, &secret),
-        Err(DecodeError::BadVersion { version: 2 })
+        Err(DecodeError::BadVersion { version: 1 })
     );
 
     // Declared body longer than the datagram: truncated; shorter: trailing bytes.
@@ -174,12 +182,12 @@ fn each_reason_is_reported() {
     assert_eq!(decode(&bytes, &secret), Err(DecodeError::BodyLength));
 
     let mut bytes = good.clone();
-    bytes[HEADER_BYTES - 20] ^= 1; // inside the request id
+    bytes[REQUEST_AT + 1] ^= 1;
     assert_eq!(decode(&bytes, &secret), Err(DecodeError::BadChecksum));
 
     // Forged: crc fixed up by someone without the secret.
     let mut bytes = good.clone();
-    bytes[HEADER_BYTES - 20] ^= 1;
+    bytes[REQUEST_AT + 1] ^= 1;
     let crc_at = bytes.len() - TRAILER_BYTES;
     let crc = crc32c::crc32c(&bytes[..crc_at]);
     bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
@@ -221,6 +229,7 @@ fn each_reason_is_reported() {
             nodes: vec![NodeInfo {
                 id: NodeId(1),
                 addr: "10.0.0.1:1".parse().unwrap(),
+                data_port: 2,
             }],
         },
         ..ping()
@@ -239,11 +248,57 @@ fn node(id: u128, port: u16) -> NodeInfo {
     NodeInfo {
         id: NodeId(id),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        data_port: 0,
     }
 }
 
 fn overlay(info: NodeInfo, secret: ClusterSecret, now: Instant) -> Overlay {
     Overlay::new(info, Config::new(secret), now).unwrap()
+}
+
+#[test]
+fn data_ports_travel_in_datagrams() {
+    let now = Instant::now();
+    let start = |info: NodeInfo| {
+        let mut config = Config::new(secret());
+        config.data_port = info.addr.port() + 1000;
+        Overlay::new(info, config, now).unwrap()
+    };
+    let (a, b, c) = (node(1, 7001), node(2, 7002), node(3, 7003));
+    let mut nodes = vec![start(a), start(b), start(c)];
+    nodes[1].bootstrap(&[], now);
+    nodes[0].bootstrap(&[b.addr], now);
+    nodes[2].bootstrap(&[b.addr], now);
+    // Deliver until quiet: a and c learn of each other through b's NODES lists.
+    let mut datagram = Vec::new();
+    for _ in 0..20 {
+        let mut in_flight = Vec::new();
+        for node in &mut nodes {
+            let source = node.info().addr;
+            while let Some(to) = node.poll_transmit_datagram(&mut datagram) {
+                in_flight.push((source, to, datagram.clone()));
+            }
+        }
+        if in_flight.is_empty() {
+            break;
+        }
+        for (source, to, bytes) in in_flight {
+            for node in nodes.iter_mut().filter(|node| node.info().addr == to) {
+                let _ = node.handle_datagram(source, &bytes, now);
+            }
+        }
+    }
+    for overlay in &nodes {
+        let table = overlay.routing_table();
+        assert_eq!(table.len(), 2, "{:?}", overlay.info());
+        for entry in table {
+            assert_eq!(entry.data_port, entry.addr.port() + 1000);
+            assert_eq!(
+                entry.data_addr(),
+                Some(SocketAddr::from(([127, 0, 0, 1], entry.addr.port() + 1000)))
+            );
+        }
+    }
 }
 
 #[test]
@@ -322,6 +377,7 @@ fn replies_to_another_node_are_refused() {
     let mut target = overlay(node(5, 7005), secret(), now);
     let stray = Message {
         sender: NodeId(6),
+        sender_data_port: 0,
         receiver: Some(NodeId(77)),
         request: RequestId(1),
         body: Body::Pong,
@@ -329,6 +385,7 @@ fn replies_to_another_node_are_refused() {
     target.handle_message(node(6, 7006).addr, stray, now);
     let leave = Message {
         sender: NodeId(6),
+        sender_data_port: 0,
         receiver: None,
         request: RequestId(0),
         body: Body::Leave,

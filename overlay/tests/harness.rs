@@ -11,11 +11,14 @@ use ds_overlay::{
 };
 
 const ME: u128 = 0;
+/// The data port every hand-driven peer announces.
+const DATA_PORT: u16 = 8000;
 
 fn node(id: u128) -> NodeInfo {
     NodeInfo {
         id: NodeId(id),
         addr: SocketAddr::from(([10, 9, (id >> 8) as u8, id as u8], 7000)),
+        data_port: DATA_PORT,
     }
 }
 
@@ -28,6 +31,7 @@ fn config(k: usize) -> Config {
 fn ping_from(from: NodeInfo, request: u64) -> Message {
     Message {
         sender: from.id,
+        sender_data_port: from.data_port,
         receiver: Some(NodeId(ME)),
         request: RequestId(request),
         body: Body::Ping,
@@ -49,6 +53,7 @@ fn answer_pings(overlay: &mut Overlay, live: &HashSet<NodeId>, now: Instant) -> 
             if live.contains(&to) {
                 let pong = Message {
                     sender: to,
+                    sender_data_port: DATA_PORT,
                     receiver: Some(NodeId(ME)),
                     request: message.request,
                     body: Body::Pong,
@@ -155,6 +160,7 @@ fn leave_removes_the_sender_at_once() {
     while overlay.poll_event().is_some() {}
     let leave = Message {
         sender: peer.id,
+        sender_data_port: DATA_PORT,
         receiver: Some(NodeId(ME)),
         request: RequestId(0),
         body: Body::Leave,
@@ -171,6 +177,7 @@ fn leave_removes_the_sender_at_once() {
     // A late reply does not bring it back; a new request from it does (it rejoined).
     let late = Message {
         sender: peer.id,
+        sender_data_port: DATA_PORT,
         receiver: Some(NodeId(ME)),
         request: RequestId(12345),
         body: Body::Pong,
@@ -256,6 +263,7 @@ fn responsible_set_is_looked_up_then_cached() {
             known.truncate(count as usize);
             let reply = Message {
                 sender: message.receiver.unwrap(),
+                sender_data_port: DATA_PORT,
                 receiver: Some(NodeId(ME)),
                 request: message.request,
                 body: Body::Nodes { nodes: known },
@@ -302,4 +310,35 @@ fn time_must_not_go_back() {
     let t0 = Instant::now() + Duration::from_secs(10);
     let mut overlay = Overlay::new(node(ME), config(20), t0).unwrap();
     overlay.handle_timeout(t0 - Duration::from_secs(1));
+}
+
+#[test]
+fn data_ports_are_announced_and_follow_the_node() {
+    let t0 = Instant::now();
+    let mut config = config(20);
+    config.data_port = 9100;
+    let mut overlay = Overlay::new(node(ME), config, t0).unwrap();
+    assert_eq!(overlay.info().data_port, 9100);
+    let peer = node(5);
+    overlay.handle_message(peer.addr, ping_from(peer, 1), t0);
+    let (_, pong) = overlay.poll_transmit().expect("a PONG");
+    assert_eq!(pong.body, Body::Pong);
+    assert_eq!(pong.sender_data_port, 9100);
+    assert_eq!(overlay.routing_table(), vec![peer]);
+    assert_eq!(overlay.neighbourhood(), &[peer]);
+    while overlay.poll_event().is_some() {}
+    // The peer restarted on another data port: its next message says so.
+    let moved = NodeInfo {
+        data_port: DATA_PORT + 1,
+        ..peer
+    };
+    overlay.handle_message(peer.addr, ping_from(moved, 2), t0 + Duration::from_secs(1));
+    assert_eq!(overlay.routing_table(), vec![moved]);
+    assert_eq!(overlay.neighbourhood(), &[moved]);
+    let events: Vec<Event> = std::iter::from_fn(|| overlay.poll_event()).collect();
+    assert!(events.contains(&Event::NeighbourhoodChanged));
+    assert_eq!(
+        moved.data_addr(),
+        Some(SocketAddr::from(([10, 9, 0, 5], DATA_PORT + 1)))
+    );
 }

@@ -1,6 +1,6 @@
 //! A blocking client over one TCP connection: the operations of protocol v1, PUTs pipelined.
 //!
-//! One request at a time, except PUT: a write is cut into `MAX_PAYLOAD` frames of which up to
+//! One request at a time, except PUT: a write is cut into `DATA_CHUNK_BYTES` frames of which up to
 //! `PUT_WINDOW` are in flight, replies matched by request id in whatever order they come.
 //! Memory stays bounded by one frame for sending (the socket keeps what is in flight) and one
 //! for receiving, whatever the size of the object.
@@ -19,7 +19,8 @@ use crate::frame::{encode_frame, object_request, Frame};
 use crate::header::{Header, HeaderError};
 use crate::id::ObjectId;
 use crate::limits::{
-    CLIENT_IO_TIMEOUT_SECS, CLIENT_READ_BUFFER_BYTES, MAX_PAYLOAD, PUT_WINDOW, STAT_REPLY_BYTES_MAX,
+    CLIENT_IO_TIMEOUT_SECS, CLIENT_READ_BUFFER_BYTES, DATA_CHUNK_BYTES, PUT_WINDOW,
+    STAT_REPLY_BYTES_MAX,
 };
 use crate::opcode::Opcode;
 use crate::overlay::OverlayReply;
@@ -117,14 +118,15 @@ impl Client {
         Ok(())
     }
 
-    /// Makes a new, empty object coded with `scheme`.
-    pub fn create(&mut self, scheme: Scheme) -> Result<ObjectId, ClientError> {
+    /// Makes a new, empty object coded with `scheme`; `None` (`aux` = 0) leaves the choice to
+    /// the node: its configured default scheme.
+    pub fn create(&mut self, scheme: Option<Scheme>) -> Result<ObjectId, ClientError> {
         let mut header = Header::request(Opcode::Create, self.next_request_id());
-        header.aux = scheme.to_aux();
+        header.aux = scheme.map_or(0, Scheme::to_aux);
         Ok(self.call(header, &[])?.header.object_id)
     }
 
-    /// Writes `data` at `offset`, pipelined in `MAX_PAYLOAD` frames.
+    /// Writes `data` at `offset`, pipelined in `DATA_CHUNK_BYTES` frames.
     pub fn put(&mut self, id: ObjectId, offset: u64, data: &[u8]) -> Result<(), ClientError> {
         let mut source = SliceChunks { data, sent: false };
         self.put_chunks(id, offset, &mut source, &mut |_| {})
@@ -143,7 +145,7 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let mut source = ReaderChunks {
             reader: source,
-            buffer: Vec::with_capacity(MAX_PAYLOAD),
+            buffer: Vec::with_capacity(DATA_CHUNK_BYTES),
             sent: false,
             eof: false,
         };
@@ -560,7 +562,7 @@ impl ChunkSource for SliceChunks<'_> {
             return Ok(None);
         }
         self.sent = true;
-        let (chunk, rest) = self.data.split_at(self.data.len().min(MAX_PAYLOAD));
+        let (chunk, rest) = self.data.split_at(self.data.len().min(DATA_CHUNK_BYTES));
         self.data = rest;
         Ok(Some(chunk))
     }
@@ -577,9 +579,9 @@ impl<R: Read> ChunkSource for ReaderChunks<R> {
     /// Fills whole frames (readers often return less than asked) so only the last is short.
     fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         self.buffer.clear();
-        self.buffer.resize(MAX_PAYLOAD, 0);
+        self.buffer.resize(DATA_CHUNK_BYTES, 0);
         let mut filled = 0;
-        while !self.eof && filled < MAX_PAYLOAD {
+        while !self.eof && filled < DATA_CHUNK_BYTES {
             match self.reader.read(&mut self.buffer[filled..]) {
                 Ok(0) => self.eof = true,
                 Ok(read) => filled += read,

@@ -5,7 +5,7 @@
 
 use crate::header::{Header, PayloadTooLarge};
 use crate::id::ObjectId;
-use crate::limits::{HEADER_BYTES, MAX_PAYLOAD};
+use crate::limits::{DATA_CHUNK_BYTES, HEADER_BYTES, MAX_PAYLOAD};
 use crate::opcode::Opcode;
 use crate::status::Status;
 
@@ -108,7 +108,7 @@ impl ReplyChunk {
     }
 }
 
-/// The frames of a reply of `total` bytes starting at `offset`: full `MAX_PAYLOAD` frames and
+/// The frames of a reply of `total` bytes starting at `offset`: full `DATA_CHUNK_BYTES` frames and
 /// a last, shorter one. An empty reply is one empty frame.
 #[derive(Clone, Debug)]
 pub struct ReplyChunks {
@@ -139,7 +139,7 @@ impl Iterator for ReplyChunks {
             return None;
         }
         let left = self.total - self.start;
-        let bytes = left.min(MAX_PAYLOAD as u64);
+        let bytes = left.min(DATA_CHUNK_BYTES as u64);
         let chunk = ReplyChunk {
             offset: self.offset + self.start,
             start: self.start,

@@ -4,9 +4,12 @@
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Size of the fixed frame header.
 pub const HEADER_BYTES: usize = 72;
-/// Largest payload of one frame (1 MiB). A header announcing more is refused from the header
-/// alone, before any payload byte is read or any buffer allocated for it.
-pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Object bytes in one PUT request frame or one GET reply frame (1 MiB).
+pub const DATA_CHUNK_BYTES: usize = 1 << 20;
+/// Largest payload of one frame: a data chunk and 4 KiB beside it (room for a 1 MiB shard and
+/// its 64-byte shard header in a peer SHARD_WRITE). A header announcing more is refused from
+/// the header alone, before any payload byte is read or any buffer allocated for it.
+pub const MAX_PAYLOAD: usize = DATA_CHUNK_BYTES + 4096;
 /// The most a `FrameDecoder` ever holds: one header and one payload.
 pub const DECODER_BUFFER_BYTES_MAX: usize = HEADER_BYTES + MAX_PAYLOAD;
 /// K + M of an erasure-coding scheme (shards per stripe).

@@ -3,7 +3,7 @@
 //! The space is split so later issues can add operations without a version bump: 0x01..0x3f
 //! client operations, 0x40..0x7f node-to-node (peer) operations (issue 5: shard reads and
 //! writes between nodes), 0x80..0xff reserved. A v1 decoder refuses every value it does not
-//! list here, including the peer range.
+//! list here.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -32,11 +32,24 @@ pub enum Opcode {
     /// Describe the node's overlay view (routing table, neighbourhood) and, when `length` > 0,
     /// the `length` nodes responsible for `object_id`: a JSON document in the reply payload.
     Overlay = 0x07,
+    /// Peer: store one shard. The payload is the 64-byte shard header (`docs/protocol.md`,
+    /// "Shard header") followed by the shard's bytes.
+    ShardWrite = 0x40,
+    /// Peer: read shard `aux` of stripe `offset`; the reply payload is its header and bytes.
+    ShardRead = 0x41,
+    /// Peer: tombstone shard `aux` of stripe `offset` at version `length`.
+    ShardDelete = 0x42,
+    /// Peer: read the object's metadata record; the reply payload is the record.
+    MetaRead = 0x43,
+    /// Peer: merge the record in the payload into the node's copy; the reply carries the result.
+    MetaMerge = 0x44,
+    /// Peer: list the shards the node holds of stripes `offset..offset + length` (JSON).
+    ShardList = 0x45,
 }
 
 impl Opcode {
     /// Every opcode v1 knows, in wire order.
-    pub const ALL: [Opcode; 8] = [
+    pub const ALL: [Opcode; 14] = [
         Opcode::Unknown,
         Opcode::Ping,
         Opcode::Create,
@@ -45,6 +58,12 @@ impl Opcode {
         Opcode::Delete,
         Opcode::Stat,
         Opcode::Overlay,
+        Opcode::ShardWrite,
+        Opcode::ShardRead,
+        Opcode::ShardDelete,
+        Opcode::MetaRead,
+        Opcode::MetaMerge,
+        Opcode::ShardList,
     ];
 
     /// The opcode of a wire byte; `None` for values v1 does not define.
@@ -67,7 +86,19 @@ impl Opcode {
             Opcode::Delete => "DELETE",
             Opcode::Stat => "STAT",
             Opcode::Overlay => "OVERLAY",
+            Opcode::ShardWrite => "SHARD_WRITE",
+            Opcode::ShardRead => "SHARD_READ",
+            Opcode::ShardDelete => "SHARD_DELETE",
+            Opcode::MetaRead => "META_READ",
+            Opcode::MetaMerge => "META_MERGE",
+            Opcode::ShardList => "SHARD_LIST",
         }
+    }
+
+    /// Whether this is a node-to-node operation (a client has no business sending it, though
+    /// a node answers it from anyone that can reach its port; see `docs/protocol.md`).
+    pub fn is_peer(self) -> bool {
+        is_peer_opcode(self as u8)
     }
 }
 
@@ -92,9 +123,12 @@ mod tests {
             match Opcode::from_u8(byte) {
                 Some(opcode) => {
                     assert_eq!(opcode.to_u8(), byte);
-                    assert!(!is_peer_opcode(byte), "{opcode} sits in the peer range");
+                    assert_eq!(
+                        opcode.is_peer(),
+                        opcode.name().starts_with("SHARD_") || opcode.name().starts_with("META_")
+                    );
                 }
-                None => assert!(byte > Opcode::Overlay as u8),
+                None => assert!(byte > Opcode::Overlay as u8 && !(0x40..=0x45).contains(&byte)),
             }
         }
     }

@@ -24,6 +24,25 @@ pub struct StatReply {
     pub created_ns: Option<u64>,
     /// Where the shards of each stripe are stored.
     pub parts: Vec<StatPart>,
+    /// Shards of the listed stripes that their node does not hold (or did not answer for).
+    #[serde(default)]
+    pub missing: Vec<StatMissing>,
+    /// Stripes the object has; `parts` and `missing` cover at most the first `stripes_listed`.
+    #[serde(default)]
+    pub stripes: u64,
+    #[serde(default)]
+    pub stripes_listed: u64,
+}
+
+/// A shard of a stripe that is not where it should be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatMissing {
+    pub stripe: u32,
+    pub shard: u8,
+    /// The node that should hold it.
+    pub node: String,
+    /// Why it is counted missing: "absent", or the error asking the node.
+    pub reason: String,
 }
 
 /// One stored shard of one stripe.
@@ -73,6 +92,9 @@ mod tests {
                 node: "10.0.0.7:7000".to_string(),
                 device: "/dev/nvme0n1".to_string(),
             }],
+            missing: Vec::new(),
+            stripes: 1,
+            stripes_listed: 1,
         }
     }
 

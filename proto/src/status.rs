@@ -31,14 +31,17 @@ pub enum Status {
     Busy = 9,
     /// A bug or an unexpected failure inside the node.
     Internal = 10,
-    /// Not enough nodes of the object's responsible set are reachable (reserved for the
-    /// cluster, issue 5).
+    /// Not enough nodes of the object's responsible set are reachable, or the cluster has
+    /// fewer nodes than the scheme has shards.
     Unavailable = 11,
+    /// Peer SHARD_WRITE: the node holds this shard at the same or a newer version (its version
+    /// is in the reply's `aux`); under last-writer-wins that slot is already at least as new.
+    Stale = 12,
 }
 
 impl Status {
     /// Every status v1 knows, in wire order.
-    pub const ALL: [Status; 12] = [
+    pub const ALL: [Status; 13] = [
         Status::Ok,
         Status::NotFound,
         Status::BadRequest,
@@ -51,6 +54,7 @@ impl Status {
         Status::Busy,
         Status::Internal,
         Status::Unavailable,
+        Status::Stale,
     ];
 
     /// The status of a wire value; `None` for values v1 does not define.
@@ -83,6 +87,7 @@ impl Status {
             Status::Busy => "BUSY",
             Status::Internal => "INTERNAL",
             Status::Unavailable => "UNAVAILABLE",
+            Status::Stale => "STALE",
         }
     }
 }

@@ -40,7 +40,7 @@ fn every_operation() {
     let (mut client, node) = connect(Options::default());
     client.ping(b"hello").unwrap();
     client.ping(b"").unwrap();
-    let id = client.create("4+2".parse().unwrap()).unwrap();
+    let id = client.create(Some("4+2".parse().unwrap())).unwrap();
     client.put(id, 0, b"hello world").unwrap();
     client.put(id, 6, b"WORLD").unwrap();
     assert_eq!(get_all(&mut client, id, 0, LENGTH_TO_END), b"hello WORLD");
@@ -74,7 +74,7 @@ fn pipelined_put_with_replies_out_of_order() {
         put_reply_batch: 4,
         ..Options::default()
     });
-    let id = client.create(Scheme::new(2, 1).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(2, 1).unwrap())).unwrap();
     let data = pattern(8 * MAX_PAYLOAD, 1);
     let mut reports = Vec::new();
     let written = client
@@ -122,7 +122,7 @@ impl Read for Trickle<'_> {
 #[test]
 fn put_from_a_slow_reader_fills_whole_frames() {
     let (mut client, _node) = connect(Options::default());
-    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     let data = pattern(3 * MAX_PAYLOAD + 17, 9);
     let mut reports = Vec::new();
     let source = Trickle {
@@ -175,7 +175,7 @@ fn failing_source_stops_the_put_cleanly() {
         }
     }
     let (mut client, _node) = connect(Options::default());
-    let id = client.create(Scheme::new(1, 1).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 1).unwrap())).unwrap();
     let error = client
         .put_from(id, 0, Failing(2 * MAX_PAYLOAD), &mut |_| {})
         .unwrap_err();
@@ -186,7 +186,7 @@ fn failing_source_stops_the_put_cleanly() {
 #[test]
 fn range_errors() {
     let (mut client, _node) = connect(Options::default());
-    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     client.put(id, 0, b"0123456789").unwrap();
     let error = client.get(id, 5, 6, io::sink(), &mut |_| {}).unwrap_err();
     assert_eq!(error.status(), Some(Status::OutOfRange));
@@ -209,7 +209,7 @@ fn stat_reply_spanning_frames() {
         stat_parts: 30_000,
         ..Options::default()
     });
-    let id = client.create(Scheme::new(10, 4).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(10, 4).unwrap())).unwrap();
     let stat = client.stat(id).unwrap();
     assert_eq!(stat.parts.len(), 30_000);
     assert_eq!(stat.parts[29_999].stripe, 29_999 / 14);
@@ -225,7 +225,7 @@ fn offset_gap_in_a_get_reply_is_caught() {
         fault: Fault::GetGap,
         ..Options::default()
     });
-    let id = client.create(Scheme::new(1, 0).unwrap()).unwrap();
+    let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
     client.put(id, 0, &pattern(2 * MAX_PAYLOAD, 0)).unwrap();
     let error = client
         .get(id, 0, LENGTH_TO_END, io::sink(), &mut |_| {})

@@ -30,9 +30,10 @@ struct Args {
 enum Command {
     /// Create an empty object and print its id.
     Create {
-        /// Erasure coding: K data shards + M parity shards.
-        #[arg(long, default_value = "1+0")]
-        scheme: Scheme,
+        /// Erasure coding: K data shards + M parity shards (default: the node's
+        /// `[objects] default_scheme`).
+        #[arg(long)]
+        scheme: Option<Scheme>,
     },
     /// Write a file (or stdin, `-`) into an object; without --id a new object is created and
     /// its id printed.
@@ -44,9 +45,9 @@ enum Command {
         /// Byte offset in the object (with --id).
         #[arg(long, default_value = "0", value_parser = size_arg, requires = "id")]
         offset: u64,
-        /// Scheme of a new object.
-        #[arg(long, default_value = "1+0", conflicts_with = "id")]
-        scheme: Scheme,
+        /// Scheme of a new object (default: the node's `[objects] default_scheme`).
+        #[arg(long, conflicts_with = "id")]
+        scheme: Option<Scheme>,
     },
     /// Read an object (to stdout unless -o).
     Get {
@@ -118,6 +119,9 @@ enum Command {
         connections: usize,
         #[arg(long, default_value = "10")]
         duration: f64,
+        /// Scheme of the objects written (default: the node's `[objects] default_scheme`).
+        #[arg(long)]
+        scheme: Option<Scheme>,
         #[arg(long)]
         json: bool,
     },
@@ -132,7 +136,7 @@ enum DevCluster {
         nodes: usize,
         #[arg(long)]
         dir: PathBuf,
-        /// Default scheme of the nodes' new objects.
+        /// Default scheme of the nodes' new objects (`[objects] default_scheme` in each config).
         #[arg(long, default_value = "1+0")]
         scheme: Scheme,
         /// Size of each node's device file (created sparse).
@@ -326,8 +330,9 @@ fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             println!(
-                "{} nodes up; {} lists them",
+                "{} nodes up, default scheme {}; {} lists them",
                 cluster.nodes.len(),
+                cluster.scheme,
                 dir.join("cluster.json").display()
             );
         }
@@ -359,6 +364,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             concurrency,
             connections,
             duration,
+            scheme,
             json,
         } => {
             anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
@@ -376,6 +382,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 connections,
                 duration: Duration::from_secs_f64(duration),
                 progress: !json,
+                scheme,
             };
             let report = node_bench::run(&spec)?;
             if json {

@@ -13,8 +13,8 @@ use ds_store::MountedDevice;
 
 use crate::config::PollMode;
 use crate::reactor::mailbox::Inbox;
-use crate::service::conn;
 use crate::service::ctx::{CoreCtx, Message};
+use crate::service::{conn, peer};
 use crate::stats::metrics::Published;
 use crate::stats::snapshot::DeviceSnapshot;
 
@@ -29,6 +29,8 @@ const TOKEN_INBOX: u64 = 0;
 const TOKEN_DEVICE: u64 = 1;
 /// How often stalled connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often calls to peers are checked for timeouts.
+const EXPIRE_EVERY: Duration = Duration::from_millis(100);
 /// How long a stopping core waits for requests in flight.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
 
@@ -48,6 +50,11 @@ pub struct CoreSetup {
     pub recv_buffer: usize,
     /// Where OVERLAY requests go (the management thread).
     pub overlay: Option<std::sync::mpsc::SyncSender<crate::service::ctx::OverlayQuery>>,
+    /// The nodes known to serve data and their data addresses, kept current by the overlay
+    /// (empty, generation 0, until the overlay runs: it starts once every core has bound).
+    pub members: Option<Arc<super::overlay::MembersWatch>>,
+    /// Default scheme and write quorum of new objects.
+    pub policy: crate::config::ObjectsConfig,
 }
 
 /// Runs core `setup.core` until the node stops; reports on `ready` once it serves.
@@ -110,6 +117,8 @@ fn start(setup: &CoreSetup) -> anyhow::Result<Rc<CoreCtx>> {
         Box::new(net),
     );
     *ctx.overlay.borrow_mut() = setup.overlay.clone();
+    *ctx.members.borrow_mut() = setup.members.clone();
+    *ctx.policy.borrow_mut() = setup.policy.clone();
     Ok(ctx)
 }
 
@@ -120,6 +129,7 @@ fn serve(ctx: &Rc<CoreCtx>, setup: &CoreSetup) -> anyhow::Result<()> {
     let mut idle_since: Option<Instant> = None;
     let mut last_publish = Instant::now();
     let mut last_sweep = Instant::now();
+    let mut next_expiry = Instant::now();
     let mut stop_deadline: Option<Instant> = None;
     let mut turn_start = Instant::now();
     loop {
@@ -159,6 +169,10 @@ fn serve(ctx: &Rc<CoreCtx>, setup: &CoreSetup) -> anyhow::Result<()> {
             conn::close_stalled(ctx, now);
             last_sweep = now;
         }
+        if now >= next_expiry {
+            peer::expire(ctx, now);
+            next_expiry = now + EXPIRE_EVERY;
+        }
         if setup.stop.load(Ordering::Relaxed) {
             if !ctx.stopping.get() {
                 ctx.stopping.set(true);
@@ -168,7 +182,8 @@ fn serve(ctx: &Rc<CoreCtx>, setup: &CoreSetup) -> anyhow::Result<()> {
             let quiet = ctx.reply_slots.borrow().pending() == 0
                 && ctx.store_slots.borrow().pending() == 0
                 && ctx.executor.ready() == 0
-                && ctx.conns.borrow().running() == 0;
+                && ctx.conns.borrow().running() == 0
+                && ctx.peers.borrow().in_flight() == 0;
             if quiet || now >= deadline {
                 publish(ctx, &setup.published);
                 drain_store(ctx);
@@ -207,18 +222,26 @@ fn handle_net(ctx: &Rc<CoreCtx>, event: NetEvent) {
             conn::accepted(ctx, conn);
             ctx.metrics.borrow_mut().connection_opened();
         }
+        NetEvent::Received { conn, buf } if ctx.peers.borrow().owns(conn) => {
+            peer::received(ctx, conn, buf)
+        }
         NetEvent::Received { conn, buf } => conn::received(ctx, conn, buf),
         NetEvent::Sent { conn, buf } => {
-            conn::sent(ctx, conn);
+            if !ctx.peers.borrow().owns(conn) {
+                conn::sent(ctx, conn);
+            }
             ctx.give_send_buf(buf);
+        }
+        NetEvent::Closed { conn, reason } if ctx.peers.borrow().owns(conn) => {
+            tracing::debug!(core = ctx.core, %conn, %reason, "peer connection closed");
+            peer::closed(ctx, conn, &reason.to_string());
         }
         NetEvent::Closed { conn, reason } => {
             tracing::debug!(core = ctx.core, %conn, %reason, "connection closed");
             conn::closed(ctx, conn);
             ctx.metrics.borrow_mut().connection_closed();
         }
-        // Outgoing connections are for peers (the cluster); wakes need no action here, the
-        // next turn polls everything.
+        // Wakes need no action here: the next turn polls everything.
         NetEvent::Connected { .. } | NetEvent::Ready { .. } => {}
     }
 }

@@ -35,6 +35,8 @@ pub struct Node {
     overlay: Option<OverlayDriver>,
     /// Changes of the node's overlay neighbourhood (what repair will follow).
     pub neighbourhood: Arc<overlay::NeighbourhoodWatch>,
+    /// The nodes known to serve data and their data addresses (what the cores place on).
+    pub members: Arc<overlay::MembersWatch>,
     inboxes: Vec<Arc<Inbox<Message>>>,
     cores: Vec<JoinHandle<anyhow::Result<()>>>,
     _stats: Option<StatsServer>,
@@ -67,8 +69,10 @@ impl Node {
         let inboxes = (0..cores)
             .map(|_| Inbox::new().context("creating an inbox eventfd"))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        // The management side's overlay, before the cores, which send it their OVERLAY queries.
-        let overlay = OverlayDriver::start(OverlaySetup {
+        // The management side's overlay: its socket and channels before the cores (which send
+        // it their OVERLAY queries and read its members), running only once the cores have
+        // bound, so that it announces the data port they really listen on.
+        let overlay = OverlayDriver::bind(OverlaySetup {
             node_id,
             listen: config.overlay_listen(),
             seeds: config.overlay.seeds.clone(),
@@ -103,6 +107,8 @@ impl Node {
                     .map(|cpu| cpu % crate::reactor::available_cpus()),
                 max_connections: config.max_connections,
                 overlay: Some(overlay.queries.clone()),
+                members: Some(overlay.members.clone()),
+                policy: config.objects.clone(),
                 recv_buffer: config.recv_buffer.bytes() as usize,
             };
             let ready = ready_tx.clone();
@@ -116,17 +122,18 @@ impl Node {
                 .recv_timeout(START_TIMEOUT)
                 .context("waiting for a core to start")?;
             if let Err(error) = result {
-                stop.store(true, Ordering::SeqCst);
-                for inbox in &inboxes {
-                    inbox.wake();
-                }
-                for handle in handles {
-                    let _ = handle.join();
-                }
+                abort_cores(&stop, &inboxes, handles);
                 return Err(error.context(format!("starting core {core}")));
             }
         }
         let listen = *listen.lock().expect("listen lock");
+        let overlay = match overlay.start(listen.port()) {
+            Ok(overlay) => overlay,
+            Err(error) => {
+                abort_cores(&stop, &inboxes, handles);
+                return Err(error);
+            }
+        };
         let version = crate::GIT_REVISION.to_string();
         let started = Instant::now();
         let overlay_stats = overlay.snapshot.clone();
@@ -156,6 +163,7 @@ impl Node {
             listen,
             overlay_addr: overlay.addr,
             neighbourhood: overlay.neighbourhood.clone(),
+            members: overlay.members.clone(),
             overlay: Some(overlay),
             stop,
             inboxes,
@@ -194,6 +202,21 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.stop_cores();
+    }
+}
+
+/// Stops cores started so far when start-up fails half way.
+fn abort_cores(
+    stop: &AtomicBool,
+    inboxes: &[Arc<Inbox<Message>>],
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
+) {
+    stop.store(true, Ordering::SeqCst);
+    for inbox in inboxes {
+        inbox.wake();
+    }
+    for handle in handles {
+        let _ = handle.join();
     }
 }
 

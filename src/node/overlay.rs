@@ -1,11 +1,18 @@
 //! The overlay's driver on the management thread: one UDP socket, the sans-IO `ds_overlay`
 //! core, and the queries of the data cores (OVERLAY requests), answered into their inboxes.
-//! Nothing here is on the data path of a request.
+//! Nothing here is on the data path of a request; what the cores need on it (the data
+//! addresses of the nodes closest to an id) they read from the [`MembersWatch`] the driver
+//! republishes, without a round trip to this thread.
+//!
+//! Start-up is in two steps so that every overlay message announces the data port the cores
+//! really bound (the config may say port 0): [`OverlayDriver::bind`] binds the UDP socket and
+//! makes the channels the cores need, the cores start and bind, then [`BoundOverlay::start`]
+//! starts the overlay with that port.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -54,6 +61,109 @@ pub struct OverlaySnapshot {
     pub responsible_cache_misses: u64,
     /// How many times the neighbourhood changed.
     pub neighbourhood_changes: u64,
+    /// Nodes known to serve data, this one included (what the cores place objects on).
+    pub members: usize,
+}
+
+/// A node that serves data, as the overlay knows it: its node id and the address of its data
+/// service (the object protocol over TCP: the node's overlay IP and the data port it announces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Member {
+    pub id: u128,
+    pub data: SocketAddr,
+}
+
+/// The nodes this node knows that serve data: itself and every routing table and neighbourhood
+/// entry that announced a data port, sorted by id (no id twice).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberList {
+    /// Bumped on every change; 0 is the empty list from before the overlay ran.
+    pub generation: u64,
+    pub members: Vec<Member>,
+}
+
+impl MemberList {
+    /// The `n` members closest to `key` by XOR distance, closest first (fewer if fewer are
+    /// known).
+    pub fn closest(&self, key: u128, n: usize) -> Vec<Member> {
+        let mut out = Vec::with_capacity(n.min(self.members.len()));
+        self.closest_into(key, n, &mut out);
+        out
+    }
+
+    /// [`MemberList::closest`] into `out` (cleared first), allocating nothing once `out` has
+    /// room for `n`: for the data path.
+    pub fn closest_into(&self, key: u128, n: usize, out: &mut Vec<Member>) {
+        out.clear();
+        if n == 0 {
+            return;
+        }
+        for member in &self.members {
+            let distance = member.id ^ key;
+            if out.len() == n && distance >= out[n - 1].id ^ key {
+                continue;
+            }
+            // Ids are distinct, so distances are too: insert in order, drop the farthest.
+            let at = out.partition_point(|m| m.id ^ key < distance);
+            if out.len() == n {
+                out.pop();
+            }
+            out.insert(at, *member);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// The current [`MemberList`], shared with the data cores: the driver republishes it whenever
+/// it changes; readers take an `Arc` of it (a short lock), or only look at the generation (an
+/// atomic load) to see whether the copy they hold is still current.
+#[derive(Default)]
+pub struct MembersWatch {
+    current: Mutex<Arc<MemberList>>,
+    generation: AtomicU64,
+}
+
+impl MembersWatch {
+    /// The members as last published.
+    pub fn current(&self) -> Arc<MemberList> {
+        match self.current.lock() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The generation of the current list, without taking the lock.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Publishes `members` (any order; sorted and de-duplicated by id here) unless they equal
+    /// the current list. Returns whether the list changed.
+    pub fn publish(&self, mut members: Vec<Member>) -> bool {
+        members.sort_by_key(|member| member.id);
+        members.dedup_by_key(|member| member.id);
+        let mut current = match self.current.lock() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if current.members == members {
+            return false;
+        }
+        let generation = current.generation + 1;
+        *current = Arc::new(MemberList {
+            generation,
+            members,
+        });
+        self.generation.store(generation, Ordering::Release);
+        true
+    }
 }
 
 /// The node's neighbourhood as the overlay last reported it, for whoever must react to changes
@@ -100,6 +210,8 @@ pub struct OverlayDriver {
     pub snapshot: Arc<Mutex<OverlaySnapshot>>,
     /// Changes of the node's neighbourhood.
     pub neighbourhood: Arc<NeighbourhoodWatch>,
+    /// The nodes known to serve data, with their data addresses (this node included).
+    pub members: Arc<MembersWatch>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -114,8 +226,24 @@ pub struct OverlaySetup {
     pub inboxes: Vec<Arc<Inbox<Message>>>,
 }
 
+/// The overlay with its socket bound, its config checked and the channels the cores need made,
+/// but not running: queries wait in the channel, datagrams in the socket, and `members` stays
+/// empty (generation 0) until [`BoundOverlay::start`].
+pub struct BoundOverlay {
+    pub addr: SocketAddr,
+    pub queries: SyncSender<OverlayQuery>,
+    pub members: Arc<MembersWatch>,
+    socket: UdpSocket,
+    receiver: Receiver<OverlayQuery>,
+    config: Config,
+    node_id: u128,
+    seeds: Vec<SocketAddr>,
+    inboxes: Vec<Arc<Inbox<Message>>>,
+}
+
 impl OverlayDriver {
-    pub fn start(setup: OverlaySetup) -> anyhow::Result<OverlayDriver> {
+    /// Binds the overlay's UDP socket and checks its config; [`BoundOverlay::start`] runs it.
+    pub fn bind(setup: OverlaySetup) -> anyhow::Result<BoundOverlay> {
         let socket = UdpSocket::bind(setup.listen)
             .with_context(|| format!("binding the overlay's UDP socket {}", setup.listen))?;
         socket
@@ -130,43 +258,84 @@ impl OverlayDriver {
         if let Some(alpha) = setup.alpha {
             config.alpha = alpha;
         }
+        config.validate().context("overlay config")?;
+        let (queries, receiver) = mpsc::sync_channel(QUERIES_MAX);
+        Ok(BoundOverlay {
+            addr,
+            queries,
+            members: Arc::new(MembersWatch::default()),
+            socket,
+            receiver,
+            config,
+            node_id: setup.node_id,
+            seeds: setup.seeds,
+            inboxes: setup.inboxes,
+        })
+    }
+
+    /// [`OverlayDriver::bind`], then [`BoundOverlay::start`] announcing `data_port`.
+    pub fn start(setup: OverlaySetup, data_port: u16) -> anyhow::Result<OverlayDriver> {
+        OverlayDriver::bind(setup)?.start(data_port)
+    }
+}
+
+impl BoundOverlay {
+    /// Joins the overlay and runs it on its own thread; every message announces `data_port`
+    /// (0: this node serves no data).
+    pub fn start(self, data_port: u16) -> anyhow::Result<OverlayDriver> {
+        let BoundOverlay {
+            addr,
+            queries,
+            members,
+            socket,
+            receiver,
+            mut config,
+            node_id,
+            seeds,
+            inboxes,
+        } = self;
         // Sequence numbers from the wall clock: a restarted node is not taken for a replayer.
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         config.sequence_start = micros;
-        config.seed = setup.node_id as u64 ^ micros;
+        config.seed = node_id as u64 ^ micros;
+        config.data_port = data_port;
         let info = NodeInfo {
-            id: NodeId(setup.node_id),
+            id: NodeId(node_id),
             addr,
+            data_port,
         };
         let mut overlay = Overlay::new(info, config, Instant::now()).context("overlay config")?;
-        overlay.bootstrap(&setup.seeds, Instant::now());
-        let (queries, receiver) = mpsc::sync_channel(QUERIES_MAX);
+        overlay.bootstrap(&seeds, Instant::now());
         let snapshot = Arc::new(Mutex::new(OverlaySnapshot::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let neighbourhood = Arc::new(NeighbourhoodWatch::default());
         let mut driver = Driver {
             neighbourhood: neighbourhood.clone(),
+            members: members.clone(),
+            members_dirty: true,
             socket,
             overlay,
             receiver,
-            inboxes: setup.inboxes,
+            inboxes,
             snapshot: snapshot.clone(),
             pending: HashMap::new(),
             buf: Vec::with_capacity(DATAGRAM_BYTES_MAX),
         };
+        driver.publish_members();
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("ds-overlay".into())
             .spawn(move || driver.run(&thread_stop))
             .context("spawning the overlay thread")?;
-        tracing::info!(%addr, seeds = setup.seeds.len(), "overlay started");
+        tracing::info!(%addr, data_port, seeds = seeds.len(), "overlay started");
         Ok(OverlayDriver {
             addr,
             queries,
             snapshot,
             neighbourhood,
+            members,
             stop,
             thread: Some(thread),
         })
@@ -184,6 +353,9 @@ impl Drop for OverlayDriver {
 
 struct Driver {
     neighbourhood: Arc<NeighbourhoodWatch>,
+    members: Arc<MembersWatch>,
+    /// Set by membership events: republish the members after this round of events.
+    members_dirty: bool,
     socket: UdpSocket,
     overlay: Overlay,
     receiver: Receiver<OverlayQuery>,
@@ -201,6 +373,9 @@ impl Driver {
         loop {
             self.flush();
             self.events();
+            if self.members_dirty {
+                self.publish_members();
+            }
             self.queries();
             self.flush();
             if stop.load(Ordering::SeqCst) {
@@ -240,6 +415,8 @@ impl Driver {
             }
             if now - last_publish >= Duration::from_millis(250) {
                 self.publish();
+                // Also catches data ports that changed without a membership event.
+                self.publish_members();
                 last_publish = now;
             }
         }
@@ -267,13 +444,16 @@ impl Driver {
                 }
                 Event::NeighbourhoodChanged => {
                     tracing::debug!("overlay neighbourhood changed");
+                    self.members_dirty = true;
                     self.neighbourhood
                         .publish(self.overlay.neighbourhood().to_vec());
                 }
                 Event::PeerAdded(node) => {
-                    tracing::debug!(id = %format!("{:032x}", node.id.0), addr = %node.addr, "overlay peer added")
+                    self.members_dirty = true;
+                    tracing::debug!(id = %format!("{:032x}", node.id.0), addr = %node.addr, data_port = node.data_port, "overlay peer added")
                 }
                 Event::PeerRemoved { node, reason } => {
+                    self.members_dirty = true;
                     tracing::info!(id = %format!("{:032x}", node.id.0), addr = %node.addr, ?reason, "overlay peer removed")
                 }
                 Event::Bootstrapped { routing_entries } => {
@@ -305,26 +485,22 @@ impl Driver {
 
     fn answer(&mut self, query: OverlayQuery, responsible: Option<Vec<NodeInfo>>) {
         let me = self.overlay.info();
-        let peer = |info: &NodeInfo| OverlayPeer {
-            id: format!("{:032x}", info.id.0),
-            addr: info.addr.to_string(),
-        };
         let mut routing = self.overlay.routing_table();
         routing.sort_by_key(|info| distance(info.id, me.id));
-        let document = OverlayReply {
-            node: peer(&me),
-            routing: routing.iter().map(peer).collect(),
-            neighbourhood: self.overlay.neighbourhood().iter().map(peer).collect(),
-            responsible: responsible.map(|nodes| nodes.iter().map(peer).collect()),
-            stats: match serde_json::to_value(OverlaySnapshot {
-                neighbourhood_changes: self.neighbourhood.current().0,
-                ..snapshot_of(&self.overlay)
-            }) {
-                Ok(serde_json::Value::Object(map)) => map,
-                _ => serde_json::Map::new(),
-            },
+        let neighbourhood = self.overlay.neighbourhood().to_vec();
+        let stats = OverlaySnapshot {
+            neighbourhood_changes: self.neighbourhood.current().0,
+            members: self.members.current().len(),
+            ..snapshot_of(&self.overlay)
         };
-        self.reply(query, ShardReply::Document(Ok(document.encode())));
+        let document = overlay_document(
+            &me,
+            &routing,
+            &neighbourhood,
+            responsible.as_deref(),
+            &stats,
+        );
+        self.reply(query, ShardReply::Document(Ok(document)));
     }
 
     fn reply(&self, query: OverlayQuery, reply: ShardReply) {
@@ -358,11 +534,41 @@ impl Driver {
 
     fn publish(&self) {
         let changes = self.neighbourhood.current().0;
+        let members = self.members.current().len();
         if let Ok(mut slot) = self.snapshot.lock() {
             *slot = snapshot_of(&self.overlay);
             slot.neighbourhood_changes = changes;
+            slot.members = members;
         }
     }
+
+    /// Republishes the members if they changed.
+    fn publish_members(&mut self) {
+        self.members_dirty = false;
+        if self.members.publish(members_of(&self.overlay)) {
+            let list = self.members.current();
+            tracing::debug!(
+                generation = list.generation,
+                members = list.len(),
+                "overlay members changed"
+            );
+        }
+    }
+}
+
+/// This node and every node of the routing table and the neighbourhood that announced a data
+/// port, with its data address (its overlay IP, its data port).
+fn members_of(overlay: &Overlay) -> Vec<Member> {
+    std::iter::once(overlay.info())
+        .chain(overlay.routing_table())
+        .chain(overlay.neighbourhood().iter().copied())
+        .filter_map(|info| {
+            info.data_addr().map(|data| Member {
+                id: info.id.0,
+                data,
+            })
+        })
+        .collect()
 }
 
 fn snapshot_of(overlay: &Overlay) -> OverlaySnapshot {
@@ -391,7 +597,57 @@ fn snapshot_of(overlay: &Overlay) -> OverlaySnapshot {
         responsible_cache_hits: stats.responsible_cache_hits,
         responsible_cache_misses: stats.responsible_cache_misses,
         neighbourhood_changes: 0,
+        members: 0,
     }
+}
+
+/// The OVERLAY document: an [`OverlayReply`] in which every node also shows its data address
+/// beside its overlay address (`"data": "ip:port"`; absent for a node that announced no data
+/// port). Readers that decode it as an `OverlayReply` ignore the extra field.
+fn overlay_document(
+    me: &NodeInfo,
+    routing: &[NodeInfo],
+    neighbourhood: &[NodeInfo],
+    responsible: Option<&[NodeInfo]>,
+    stats: &OverlaySnapshot,
+) -> Vec<u8> {
+    let peer = |info: &NodeInfo| OverlayPeer {
+        id: format!("{:032x}", info.id.0),
+        addr: info.addr.to_string(),
+    };
+    let reply = OverlayReply {
+        node: peer(me),
+        routing: routing.iter().map(peer).collect(),
+        neighbourhood: neighbourhood.iter().map(peer).collect(),
+        responsible: responsible.map(|nodes| nodes.iter().map(peer).collect()),
+        stats: match serde_json::to_value(stats) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        },
+    };
+    let Ok(mut document) = serde_json::to_value(&reply) else {
+        return reply.encode();
+    };
+    let add_data = |value: Option<&mut serde_json::Value>, info: &NodeInfo| {
+        if let (Some(serde_json::Value::Object(object)), Some(data)) = (value, info.data_addr()) {
+            object.insert("data".into(), data.to_string().into());
+        }
+    };
+    add_data(document.get_mut("node"), me);
+    for (field, infos) in [
+        ("routing", Some(routing)),
+        ("neighbourhood", Some(neighbourhood)),
+        ("responsible", responsible),
+    ] {
+        let (Some(serde_json::Value::Array(peers)), Some(infos)) = (document.get_mut(field), infos)
+        else {
+            continue;
+        };
+        for (value, info) in peers.iter_mut().zip(infos) {
+            add_data(Some(value), info);
+        }
+    }
+    serde_json::to_vec(&document).unwrap_or_else(|_| reply.encode())
 }
 
 #[cfg(test)]
@@ -406,6 +662,7 @@ mod tests {
         let node = NodeInfo {
             id: NodeId(7),
             addr: "127.0.0.1:9".parse().unwrap(),
+            data_port: 0,
         };
         let thread = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -416,5 +673,110 @@ mod tests {
         thread.join().unwrap();
         // Nothing new: the wait ends at the timeout with the same state.
         assert_eq!(watch.wait_change(1, Duration::from_millis(10)).0, 1);
+    }
+
+    fn member(id: u128) -> Member {
+        Member {
+            id,
+            data: SocketAddr::from(([10, 0, 0, id as u8], 7000)),
+        }
+    }
+
+    #[test]
+    fn closest_members_by_xor_distance() {
+        let ids = [0b0000u128, 0b0001, 0b0100, 0b0111, 0b1000, 0b1111, 1 << 100];
+        let list = MemberList {
+            generation: 1,
+            members: ids.iter().map(|&id| member(id)).collect(),
+        };
+        let ids_of = |members: Vec<Member>| members.iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids_of(list.closest(0b0101, 3)),
+            vec![0b0100, 0b0111, 0b0001]
+        );
+        assert_eq!(ids_of(list.closest(0b1110, 2)), vec![0b1111, 0b1000]);
+        assert_eq!(ids_of(list.closest(1 << 100, 1)), vec![1 << 100]);
+        assert!(list.closest(5, 0).is_empty());
+        // More asked than known: all of them, closest first.
+        let all = list.closest(0, 100);
+        assert_eq!(all.len(), ids.len());
+        assert_eq!(all[0], member(0));
+        assert!(MemberList::default().closest(1, 3).is_empty());
+        // Against a full sort, for many keys.
+        let mut key = 0x9E37_79B9_7F4A_7C15u128;
+        let members: Vec<Member> = (0..200u128)
+            .map(|i| member(i.wrapping_mul(0xD1B5_4A32_D192_ED03_AEF1_7B4C_6E3D_9A55)))
+            .collect();
+        let list = MemberList {
+            generation: 1,
+            members: members.clone(),
+        };
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            key = key.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(1);
+            let mut sorted = members.clone();
+            sorted.sort_by_key(|m| m.id ^ key);
+            sorted.truncate(7);
+            list.closest_into(key, 7, &mut out);
+            assert_eq!(out, sorted);
+        }
+    }
+
+    #[test]
+    fn members_are_republished_only_when_they_change() {
+        let watch = MembersWatch::default();
+        assert_eq!(watch.generation(), 0);
+        assert!(watch.current().is_empty());
+        assert!(watch.publish(vec![member(3), member(1), member(3)]));
+        let list = watch.current();
+        assert_eq!(list.generation, 1);
+        assert_eq!(watch.generation(), 1);
+        assert_eq!(list.members, vec![member(1), member(3)]);
+        assert!(!watch.publish(vec![member(3), member(1)]));
+        assert_eq!(watch.generation(), 1);
+        let moved = Member {
+            data: SocketAddr::from(([10, 0, 0, 3], 7001)),
+            ..member(3)
+        };
+        assert!(watch.publish(vec![member(1), moved]));
+        assert_eq!(watch.current().generation, 2);
+        // An old copy stays what it was.
+        assert_eq!(list.members[1], member(3));
+    }
+
+    #[test]
+    fn the_document_shows_data_addresses() {
+        let me = NodeInfo {
+            id: NodeId(1),
+            addr: "10.0.0.1:7001".parse().unwrap(),
+            data_port: 7000,
+        };
+        let other = NodeInfo {
+            id: NodeId(2),
+            addr: "10.0.0.2:7001".parse().unwrap(),
+            data_port: 7100,
+        };
+        let silent = NodeInfo {
+            id: NodeId(3),
+            addr: "10.0.0.3:7001".parse().unwrap(),
+            data_port: 0,
+        };
+        let document = overlay_document(
+            &me,
+            &[other, silent],
+            &[other],
+            Some(&[me, other]),
+            &OverlaySnapshot::default(),
+        );
+        let value: serde_json::Value = serde_json::from_slice(&document).unwrap();
+        assert_eq!(value["node"]["data"], "10.0.0.1:7000");
+        assert_eq!(value["node"]["addr"], "10.0.0.1:7001");
+        assert_eq!(value["routing"][0]["data"], "10.0.0.2:7100");
+        assert!(value["routing"][1].get("data").is_none());
+        assert_eq!(value["neighbourhood"][0]["data"], "10.0.0.2:7100");
+        assert_eq!(value["responsible"][1]["data"], "10.0.0.2:7100");
+        // Still an OverlayReply to clients that do not know the field.
+        let reply = OverlayReply::decode(&document).unwrap();
+        assert_eq!(reply.routing.len(), 2);
     }
 }

@@ -3,6 +3,7 @@
 //! `node::core_loop`; these parts know nothing about objects or sockets.
 
 pub mod executor;
+pub mod gather;
 pub mod lock;
 pub mod mailbox;
 pub mod slots;

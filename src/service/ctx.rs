@@ -3,18 +3,22 @@
 //! tasks borrow it between awaits only.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ds_store::{CoreStore, GetDone, GetError, Outcome, PutError, ShardKey, ShardMeta};
 
+use crate::config::ObjectsConfig;
+use crate::node::overlay::{MemberList, MembersWatch};
 use crate::reactor::executor::Executor;
 use crate::reactor::lock::LockTable;
 use crate::reactor::mailbox::Inbox;
 use crate::reactor::slots::{self, Slots};
 use crate::reactor::timer::{self, Timers};
 use crate::service::owner::{OwnerState, ShardOp, ShardReply};
+use crate::service::peer::{CallResult, Peers};
 
 /// Reply buffers a core keeps for reuse, and the smallest worth keeping.
 const SEND_POOL_MAX: usize = 64;
@@ -69,6 +73,23 @@ pub struct CoreCtx {
     pub overlay: RefCell<Option<std::sync::mpsc::SyncSender<OverlayQuery>>>,
     /// Set to stop the core's loop.
     pub stopping: Cell<bool>,
+    /// Connections to other nodes and the calls in flight on them.
+    pub peers: RefCell<Peers>,
+    pub peer_slots: Rc<RefCell<Slots<CallResult>>>,
+    /// The nodes serving data, as the overlay publishes them (none: this node alone).
+    pub members: RefCell<Option<Arc<MembersWatch>>>,
+    /// The copy of the member list this core works with, refreshed when the generation moves.
+    member_list: RefCell<Arc<MemberList>>,
+    /// Versions of the writes this core coordinates.
+    pub hlc: RefCell<ds_objects::Hlc>,
+    /// One codec per stripe layout in use (they keep their work buffers).
+    pub codecs: RefCell<HashMap<ds_objects::StripeLayout, ds_objects::EcCodec>>,
+    /// Largest end of the writes this core started per object, so a read-modify-write keeps the
+    /// bytes of a write whose size update is still in flight.
+    pub write_ends: RefCell<HashMap<u128, u64>>,
+    pub policy: RefCell<ObjectsConfig>,
+    /// Stripes read with parity because data shards were missing or corrupt.
+    pub degraded_reads: Cell<u64>,
 }
 
 impl CoreCtx {
@@ -106,7 +127,35 @@ impl CoreCtx {
             protocol_errors: Cell::new(0),
             overlay: RefCell::new(None),
             stopping: Cell::new(false),
+            peers: RefCell::default(),
+            peer_slots: Rc::default(),
+            members: RefCell::new(None),
+            member_list: RefCell::default(),
+            hlc: RefCell::default(),
+            codecs: RefCell::default(),
+            write_ends: RefCell::default(),
+            policy: RefCell::default(),
+            degraded_reads: Cell::new(0),
         })
+    }
+
+    /// The nodes serving data as last published (this node alone when there is no overlay).
+    pub fn member_list(&self) -> Arc<MemberList> {
+        let watch = self.members.borrow();
+        let Some(watch) = watch.as_ref() else {
+            return Arc::new(MemberList {
+                generation: 1,
+                members: vec![crate::node::overlay::Member {
+                    id: self.node_id,
+                    data: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                }],
+            });
+        };
+        let mut held = self.member_list.borrow_mut();
+        if watch.generation() != held.generation {
+            *held = watch.current();
+        }
+        held.clone()
     }
 
     /// The path of device `slot`.

@@ -1,11 +1,18 @@
-//! The object service of one node: objects (CREATE/PUT/GET/DELETE/STAT) made of stripes, each
-//! stripe a shard record, all of an object's records on the core that owns its metadata key.
-//! A request runs on the core whose connection received it (the coordinator); shard operations
-//! run on the owning core (`owner`), reached over the inter-core inboxes, the same shape a
-//! request takes across nodes.
+//! The object service: objects (CREATE/PUT/GET/DELETE/STAT) cut into stripes, each stripe
+//! erasure-coded into K + M shards on the nodes of the object's placement. A request runs on
+//! the core whose connection received it (the coordinator): `request` per opcode, `placement`
+//! for the metadata copies, `stripes` for coding and quorums, `shards` to reach a node (this
+//! one or a peer over `peer`). On each node, the core that owns an object (`owner`) runs the
+//! shard and metadata operations, for local coordinators and for peers (`peer_ops`).
 
 pub mod conn;
 pub mod ctx;
 pub mod meta;
 pub mod owner;
+pub mod peer;
+pub mod peer_ops;
+pub mod placement;
+pub mod reply;
 pub mod request;
+pub mod shards;
+pub mod stripes;

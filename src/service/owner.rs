@@ -1,6 +1,7 @@
-//! Shard operations as the core that owns the shard runs them: read-modify-write of a stripe
-//! under its lock, reads, tombstones, and an object's metadata record (create, grow, delete),
-//! which only this core ever writes, so its cached copy is authoritative.
+//! Shard operations as the core that owns the shard runs them, for a coordinator on this node
+//! or on a peer: shard writes at the coordinator's version, reads, tombstones, and this node's
+//! copy of an object's metadata record, which only this core ever writes, so its cached copy
+//! is authoritative.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -21,54 +22,56 @@ const META_CACHE_MAX: usize = 65_536;
 const STALE_RETRIES_MAX: u32 = 4;
 
 pub enum ShardOp {
-    MetaCreate {
+    /// Fold a copy of an object's metadata into this node's (create, grow, delete); answers
+    /// the merged record.
+    MetaMerge {
         object: u128,
         meta: ObjectMeta,
     },
-    MetaGet {
+    /// This node's copy of an object's metadata (deleted ones too).
+    MetaRead {
         object: u128,
     },
-    /// The metadata and the stripe holding byte `offset` (when inside the object): a GET's
-    /// first trip.
-    ReadFirst {
-        object: u128,
-        offset: u64,
-    },
-    /// Make the durable size at least `end`; answers the metadata after.
-    MetaGrow {
-        object: u128,
-        end: u64,
-    },
-    /// Tombstone the metadata; answers what it was.
-    MetaDelete {
-        object: u128,
-    },
-    /// Write `data` at byte `at` of a stripe (read-modify-write when partial).
-    Write {
+    /// Store a shard at the coordinator's version; `OpError::Stale` if one as new is there.
+    ShardPut {
         key: ShardKey,
         meta: ShardMeta,
-        at: u32,
         data: Vec<u8>,
-        whole: bool,
     },
-    Read {
+    ShardRead {
         key: ShardKey,
     },
-    Delete {
-        key: ShardKey,
+    /// Tombstone shard `shard` of stripes `first..first + count` at `version` or later.
+    ShardDelete {
+        object: u128,
+        first: u32,
+        count: u32,
+        shard: u8,
+        version: u64,
     },
-    Locate {
-        key: ShardKey,
+    /// Which of shards `shards` (a bit set) of stripes `first..first + count` this node holds.
+    ShardList {
+        object: u128,
+        first: u32,
+        count: u32,
+        shards: u64,
     },
+}
+
+/// A shard a node holds, for STAT.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldShard {
+    pub stripe: u32,
+    pub shard: u8,
+    pub device: String,
 }
 
 pub enum ShardReply {
     Meta(Result<ObjectMeta, OpError>),
     Done(Result<(), OpError>),
-    /// The stripe's bytes, or `None` for a stripe never written (a hole).
+    /// The shard's bytes and header, or `None` when this node holds none.
     Data(Result<Option<StripeBytes>, OpError>),
-    Located(Vec<u8>),
-    MetaAndData(Result<(ObjectMeta, Option<StripeBytes>), OpError>),
+    Held(Vec<HeldShard>),
     /// A JSON document (the management thread's answer to an OVERLAY request).
     Document(Result<Vec<u8>, OpError>),
 }
@@ -78,6 +81,8 @@ pub enum ShardReply {
 pub struct StripeBytes {
     buf: DmaBuf,
     len: usize,
+    /// The record's version, scheme and object size as written.
+    pub meta: ShardMeta,
 }
 
 impl StripeBytes {
@@ -105,6 +110,12 @@ pub enum OpError {
     Io(String),
     #[error("{0}")]
     Internal(String),
+    /// A shard write found this version (the same or newer) already stored.
+    #[error("a version as new is stored ({0})")]
+    Stale(u64),
+    /// Not enough nodes answered.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<GetError> for OpError {
@@ -136,8 +147,6 @@ pub struct OwnerState {
     /// The last version handed out (nanoseconds; a hybrid clock that never goes back).
     clock: u64,
     metas: HashMap<u128, ObjectMeta>,
-    /// The largest size a pending grow asked for, so one metadata write serves many PUTs.
-    wanted: HashMap<u128, u64>,
 }
 
 impl OwnerState {
@@ -169,37 +178,50 @@ fn meta_key(object: u128) -> ShardKey {
 
 pub async fn execute(ctx: &Rc<CoreCtx>, op: ShardOp) -> ShardReply {
     match op {
-        ShardOp::MetaCreate { object, meta } => {
-            ShardReply::Meta(meta_create(ctx, object, meta).await)
+        ShardOp::MetaMerge { object, meta } => {
+            ShardReply::Meta(meta_merge(ctx, object, meta).await)
         }
-        ShardOp::MetaGet { object } => ShardReply::Meta(meta_get(ctx, object).await),
-        ShardOp::MetaGrow { object, end } => ShardReply::Meta(meta_grow(ctx, object, end).await),
-        ShardOp::MetaDelete { object } => ShardReply::Meta(meta_delete(ctx, object).await),
-        ShardOp::Write {
-            key,
-            meta,
-            at,
-            data,
-            whole,
-        } => ShardReply::Done(write(ctx, key, meta, at, data, whole).await),
-        ShardOp::Read { key } => ShardReply::Data(read(ctx, key).await),
-        ShardOp::ReadFirst { object, offset } => {
-            ShardReply::MetaAndData(read_first(ctx, object, offset).await)
+        ShardOp::MetaRead { object } => ShardReply::Meta(meta_read(ctx, object).await),
+        ShardOp::ShardPut { key, meta, data } => {
+            ShardReply::Done(match ctx.put(key, meta, &data).await {
+                Ok(()) => Ok(()),
+                Err(PutError::Stale { current, .. }) => Err(OpError::Stale(current)),
+                Err(error) => Err(error.into()),
+            })
         }
-        ShardOp::Delete { key } => {
-            let version = ctx.owner.borrow_mut().next_version(0);
-            ShardReply::Done(
-                ctx.delete(key, version)
-                    .await
-                    .map(drop)
-                    .map_err(OpError::from),
-            )
+        ShardOp::ShardRead { key } => ShardReply::Data(read(ctx, key).await),
+        ShardOp::ShardDelete {
+            object,
+            first,
+            count,
+            shard,
+            version,
+        } => ShardReply::Done(delete_range(ctx, object, (first, count), shard, version).await),
+        ShardOp::ShardList {
+            object,
+            first,
+            count,
+            shards,
+        } => {
+            let mut held = Vec::new();
+            let mut store = ctx.store.borrow_mut();
+            for stripe in first..first.saturating_add(count) {
+                for shard in (0..64u8).filter(|i| shards >> i & 1 == 1) {
+                    for device in store.locate(ShardKey::new(object, stripe, shard)) {
+                        held.push(HeldShard {
+                            stripe,
+                            shard,
+                            device: ctx.device_name(device),
+                        });
+                    }
+                }
+            }
+            ShardReply::Held(held)
         }
-        ShardOp::Locate { key } => ShardReply::Located(ctx.store.borrow_mut().locate(key)),
     }
 }
 
-/// Writes a metadata record (the caller holds the object's metadata lock).
+/// Writes this node's copy of a metadata record (the caller holds the object's metadata lock).
 async fn put_meta(
     ctx: &CoreCtx,
     object: u128,
@@ -216,7 +238,7 @@ async fn put_meta(
         };
         match ctx.put(meta_key(object), shard, &meta.encode()).await {
             Ok(()) => {
-                ctx.owner.borrow_mut().cache(object, meta);
+                ctx.owner.borrow_mut().cache(object, meta.clone());
                 return Ok(meta);
             }
             Err(PutError::Stale { current, .. }) => above = current,
@@ -228,134 +250,100 @@ async fn put_meta(
     )))
 }
 
-/// Reads the metadata, from the cache or the store (the caller holds the metadata lock).
+/// This node's copy of the metadata, from the cache or the store (the caller holds the lock).
 async fn load_meta(ctx: &CoreCtx, object: u128) -> Result<ObjectMeta, OpError> {
     if let Some(meta) = ctx.owner.borrow().metas.get(&object) {
-        return Ok(*meta);
+        return Ok(meta.clone());
     }
     let done = ctx.get(meta_key(object)).await?;
     let meta = ObjectMeta::decode(done.data(), done.header.meta.version)
         .map_err(|e| OpError::Corrupt(format!("metadata of {object:032x}: {e}")));
     ctx.store.borrow_mut().recycle(done.buf);
-    let meta = meta?;
-    ctx.owner.borrow_mut().cache(object, meta);
+    let mut meta = meta?;
+    if meta.placement.is_empty() {
+        // A format 1 record: written by this node alone, before the cluster.
+        meta.placement = vec![ctx.node_id];
+    }
+    ctx.owner.borrow_mut().cache(object, meta.clone());
     Ok(meta)
 }
 
-async fn meta_create(
-    ctx: &Rc<CoreCtx>,
-    object: u128,
-    meta: ObjectMeta,
-) -> Result<ObjectMeta, OpError> {
-    let _guard = lock(&ctx.meta_locks, object).await;
-    put_meta(ctx, object, meta).await
-}
-
-async fn meta_get(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, OpError> {
+async fn meta_read(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, OpError> {
     if let Some(meta) = ctx.owner.borrow().metas.get(&object) {
-        return Ok(*meta);
+        return Ok(meta.clone());
     }
     let _guard = lock(&ctx.meta_locks, object).await;
     load_meta(ctx, object).await
 }
 
-async fn meta_grow(ctx: &Rc<CoreCtx>, object: u128, end: u64) -> Result<ObjectMeta, OpError> {
-    {
-        let mut owner = ctx.owner.borrow_mut();
-        let wanted = owner.wanted.entry(object).or_insert(0);
-        *wanted = (*wanted).max(end);
-    }
-    let _guard = lock(&ctx.meta_locks, object).await;
-    let meta = load_meta(ctx, object).await;
-    let wanted = ctx.owner.borrow_mut().wanted.remove(&object).unwrap_or(end);
-    let meta = meta?;
-    if meta.size >= end {
-        return Ok(meta);
-    }
-    // Everyone queued so far asked for at most `wanted`: one write covers them all.
-    put_meta(
-        ctx,
-        object,
-        ObjectMeta {
-            size: wanted.max(end),
-            ..meta
-        },
-    )
-    .await
-}
-
-async fn meta_delete(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, OpError> {
-    let _guard = lock(&ctx.meta_locks, object).await;
-    let meta = load_meta(ctx, object).await?;
-    let version = ctx.owner.borrow_mut().next_version(meta.version);
-    ctx.delete(meta_key(object), version).await?;
-    ctx.owner.borrow_mut().metas.remove(&object);
-    Ok(meta)
-}
-
-async fn write(
+async fn meta_merge(
     ctx: &Rc<CoreCtx>,
-    key: ShardKey,
-    mut meta: ShardMeta,
-    at: u32,
-    data: Vec<u8>,
-    whole: bool,
-) -> Result<(), OpError> {
-    let _guard = lock(&ctx.stripe_locks, (key.object, key.stripe)).await;
-    let (bytes, mut above) = if whole {
-        (data, 0)
-    } else {
-        let (mut bytes, version) = match ctx.get(key).await {
-            Ok(done) => {
-                let out = (done.data().to_vec(), done.header.meta.version);
-                ctx.store.borrow_mut().recycle(done.buf);
-                out
+    object: u128,
+    incoming: ObjectMeta,
+) -> Result<ObjectMeta, OpError> {
+    let _guard = lock(&ctx.meta_locks, object).await;
+    let merged = match load_meta(ctx, object).await {
+        Ok(mut local) => {
+            if !local.merge(&incoming) {
+                return Ok(local);
             }
-            Err(GetError::NotFound) => (Vec::new(), 0),
-            Err(error) => return Err(error.into()),
-        };
-        let at = at as usize;
-        let end = at + data.len();
-        if bytes.len() < end {
-            bytes.resize(end, 0);
+            local
         }
-        bytes[at..end].copy_from_slice(&data);
-        (bytes, version)
+        Err(OpError::NotFound) => ObjectMeta {
+            version: 0,
+            ..incoming
+        },
+        Err(error) => return Err(error),
     };
-    for _ in 0..STALE_RETRIES_MAX {
-        meta.version = ctx.owner.borrow_mut().next_version(above);
-        match ctx.put(key, meta, &bytes).await {
-            Ok(()) => return Ok(()),
-            Err(PutError::Stale { current, .. }) => above = current,
-            Err(error) => return Err(error.into()),
+    put_meta(ctx, object, merged).await
+}
+
+/// Tombstones run at most this many at a time.
+const DELETES_IN_FLIGHT: usize = 32;
+
+async fn delete_range(
+    ctx: &Rc<CoreCtx>,
+    object: u128,
+    (first, count): (u32, u32),
+    shard: u8,
+    version: u64,
+) -> Result<(), OpError> {
+    let mut running = std::collections::VecDeque::new();
+    let mut outcome = Ok(());
+    for stripe in first..first.saturating_add(count) {
+        if running.len() >= DELETES_IN_FLIGHT {
+            if let Some(task) = running.pop_front() {
+                outcome = outcome.and(task.await);
+            }
         }
+        let task_ctx = ctx.clone();
+        let key = ShardKey::new(object, stripe, shard);
+        running.push_back(ctx.executor.spawn_task(async move {
+            // At least the coordinator's version, and above anything this core wrote.
+            let version = task_ctx
+                .owner
+                .borrow_mut()
+                .next_version(version.saturating_sub(1));
+            match task_ctx.delete(key, version).await {
+                Ok(_) | Err(PutError::Stale { .. }) => Ok(()),
+                Err(error) => Err(OpError::from(error)),
+            }
+        }));
     }
-    Err(OpError::Internal(format!(
-        "shard {key} kept losing to newer versions"
-    )))
+    for task in running {
+        outcome = outcome.and(task.await);
+    }
+    outcome
 }
 
 async fn read(ctx: &Rc<CoreCtx>, key: ShardKey) -> Result<Option<StripeBytes>, OpError> {
     match ctx.get(key).await {
         Ok(done) => Ok(Some(StripeBytes {
             len: done.header.data_bytes as usize,
+            meta: done.header.meta,
             buf: done.buf,
         })),
         Err(GetError::NotFound) => Ok(None),
         Err(error) => Err(error.into()),
     }
-}
-
-async fn read_first(
-    ctx: &Rc<CoreCtx>,
-    object: u128,
-    offset: u64,
-) -> Result<(ObjectMeta, Option<StripeBytes>), OpError> {
-    let meta = meta_get(ctx, object).await?;
-    if offset >= meta.size {
-        return Ok((meta, None));
-    }
-    let stripe = offset / u64::from(meta.stripe_bytes);
-    let key = ShardKey::new(object, stripe as u32, 0);
-    Ok((meta, read(ctx, key).await?))
 }

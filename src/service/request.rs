@@ -1,60 +1,36 @@
 //! One client request, run on the core whose connection received it (the coordinator): it
-//! checks the request, runs shard operations on the cores that own the shards, and streams
-//! the reply. Objects are cut into stripes of [`STRIPE_BYTES`]; stripe i holds object bytes
-//! [i * STRIPE_BYTES, (i + 1) * STRIPE_BYTES) as shard record (object, i, 0); bytes never
-//! written read as zeros.
+//! resolves the object's metadata from its copies, cuts the range into stripes, writes or
+//! reads each stripe across the nodes of the placement (`stripes`), and streams the reply.
+//! Peer opcodes from other nodes' coordinators go to `peer_ops`.
 
 use std::rc::Rc;
 use std::time::Instant;
 
 use ds_net::ConnId;
 use ds_proto::{
-    Frame, Header, ObjectId, Opcode, ReplyChunks, Scheme, StatPart, StatReply, Status,
-    HEADER_BYTES, LENGTH_TO_END,
+    Frame, Header, ObjectId, Opcode, ReplyChunks, Scheme, StatMissing, StatPart, StatReply, Status,
+    LENGTH_TO_END,
 };
-use ds_store::{ShardKey, ShardMeta};
 
-use crate::local::core_of;
 use crate::service::conn::{self, Gone};
 use crate::service::ctx::CoreCtx;
-use crate::service::meta::{ObjectMeta, META_STRIPE};
-use crate::service::owner::{now_ns, OpError, ShardOp, ShardReply, StripeBytes};
+use crate::service::owner::{now_ns, ShardReply};
+use crate::service::placement;
+use crate::service::reply::{
+    finish_frame, refuse, reply, send_document, send_frame, start_frame, Handled, Refusal,
+};
+use crate::service::shards;
+use crate::service::stripes::{self, ObjectPlan};
 use crate::stats::metrics::Op;
 
-/// Object bytes per stripe (one shard record each on a single node, scheme 1+0).
-pub const STRIPE_BYTES: u32 = 1 << 20;
 /// Largest object: 1 TiB (the issue asks for at least 64 GiB).
-pub const OBJECT_BYTES_MAX: u64 = 1 << 40;
+pub const OBJECT_BYTES_MAX: u64 = ds_objects::limits::OBJECT_BYTES_MAX;
 /// Stripe reads a GET keeps in flight ahead of the frame being sent.
 const GET_READ_AHEAD: usize = 4;
-/// Shard operations a DELETE or STAT keeps in flight.
-const FAN_OUT: usize = 32;
-/// Stripes STAT lists parts of; beyond, the reply says how many there are but not where.
-const STAT_PARTS_MAX: u64 = 65_536;
+/// Stripes STAT lists the shards of; beyond, the reply says how many there are.
+const STAT_STRIPES_MAX: u64 = 4096;
 /// Largest responsible set an OVERLAY request may ask for.
 const OVERLAY_SET_MAX: usize = 64;
-/// Nodes this single-node service can place shards on (the cluster, with more, is issue 5).
-const NODES: usize = 1;
-
-/// A failed request: the status and the message of its error reply.
-struct Refusal(Status, String);
-
-impl From<OpError> for Refusal {
-    fn from(error: OpError) -> Self {
-        let status = match error {
-            OpError::NotFound => Status::NotFound,
-            OpError::Corrupt(_) => Status::Corrupt,
-            OpError::NoSpace => Status::NoSpace,
-            OpError::Busy => Status::Busy,
-            OpError::Io(_) | OpError::Internal(_) => Status::Internal,
-        };
-        Refusal(status, error.to_string())
-    }
-}
-
-fn refuse(status: Status, message: impl Into<String>) -> Refusal {
-    Refusal(status, message.into())
-}
 
 pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
     let started = Instant::now();
@@ -66,7 +42,7 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
         Opcode::Get => Some(Op::Get),
         Opcode::Delete => Some(Op::Delete),
         Opcode::Stat => Some(Op::Stat),
-        Opcode::Overlay | Opcode::Unknown => None,
+        _ => None,
     };
     let payload_bytes = frame.payload.len() as u64;
     let result = match header.opcode {
@@ -89,6 +65,14 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
             Status::BadRequest,
             "opcode UNKNOWN is not a request",
         )),
+        Opcode::ShardWrite
+        | Opcode::ShardRead
+        | Opcode::ShardDelete
+        | Opcode::MetaRead
+        | Opcode::MetaMerge
+        | Opcode::ShardList => {
+            crate::service::peer_ops::handle(ctx, conn, &header, frame.payload).await
+        }
     };
     let ok = match result {
         Ok(Ok(bytes_out)) => {
@@ -119,98 +103,26 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
     }
 }
 
-/// What a handler returns: bytes sent on success, or a refusal to answer with.
-type Handled = Result<Result<u64, Gone>, Refusal>;
-
-/// Sends a one-frame successful reply with `payload`.
-async fn reply(ctx: &CoreCtx, conn: ConnId, request: &Header, payload: Vec<u8>) -> Handled {
-    let len = payload.len() as u64;
-    let frame = Frame::new(request.reply(Status::Ok), payload)
-        .map_err(|e| refuse(Status::Internal, e.to_string()))?;
-    Ok(send_frame(ctx, conn, &frame).await.map(|()| len))
-}
-
-async fn send_frame(ctx: &CoreCtx, conn: ConnId, frame: &Frame) -> Result<(), Gone> {
-    let mut bytes = ctx.take_send_buf(HEADER_BYTES + frame.payload.len());
-    let _ = frame.encode_into(&mut bytes);
-    conn::send(ctx, conn, bytes).await
-}
-
-/// A reply built in place in a pooled buffer: room for the header, then the payload is
-/// appended by the caller, then [`finish_frame`] writes the header (one copy of the payload).
-fn start_frame(ctx: &CoreCtx, payload_bytes: usize) -> Vec<u8> {
-    let mut bytes = ctx.take_send_buf(HEADER_BYTES + payload_bytes);
-    bytes.resize(HEADER_BYTES, 0);
-    bytes
-}
-
-fn finish_frame(mut header: Header, bytes: &mut [u8]) -> Result<(), Refusal> {
-    header
-        .seal(&bytes[HEADER_BYTES..])
-        .map_err(|e| refuse(Status::Internal, e.to_string()))?;
-    bytes[..HEADER_BYTES].copy_from_slice(&header.encode());
-    Ok(())
-}
-
-/// The core that owns every record of `object` (the core of its metadata key): one core
-/// serves all of an object, so a request needs at most one hop and no cross-core metadata.
-fn owner_of(ctx: &CoreCtx, object: u128) -> usize {
-    core_of(ShardKey::new(object, META_STRIPE, 0), ctx.cores)
-}
-
-async fn load_meta(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
-    match ctx
-        .call(owner_of(ctx, object), ShardOp::MetaGet { object })
-        .await
-    {
-        ShardReply::Meta(Ok(meta)) => Ok(meta),
-        ShardReply::Meta(Err(OpError::NotFound)) => Err(refuse(
-            Status::NotFound,
-            format!("object {} does not exist", ObjectId(object)),
-        )),
-        ShardReply::Meta(Err(error)) => Err(error.into()),
-        _ => Err(refuse(Status::Internal, "wrong reply kind to MetaGet")),
-    }
-}
-
 async fn create(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
-    let scheme =
-        Scheme::from_aux(request.aux).map_err(|e| refuse(Status::BadRequest, e.to_string()))?;
-    if scheme.shards() > NODES {
-        return Err(refuse(
-            Status::Unavailable,
-            format!(
-                "scheme {scheme} needs {} nodes for its shards; this node alone can place 1+0",
-                scheme.shards()
-            ),
-        ));
-    }
-    let object: u128 = rand::random();
-    let meta = ObjectMeta {
-        scheme_k: scheme.k(),
-        scheme_m: scheme.m(),
-        stripe_bytes: STRIPE_BYTES,
-        size: 0,
-        created_ns: now_ns(),
-        version: 0,
+    // aux 0: the node's default scheme.
+    let scheme = if request.aux == 0 {
+        ctx.policy.borrow().default_scheme
+    } else {
+        Scheme::from_aux(request.aux).map_err(|e| refuse(Status::BadRequest, e.to_string()))?
     };
-    match ctx
-        .call(owner_of(ctx, object), ShardOp::MetaCreate { object, meta })
-        .await
-    {
-        ShardReply::Meta(Ok(_)) => {}
-        ShardReply::Meta(Err(error)) => return Err(error.into()),
-        _ => return Err(refuse(Status::Internal, "wrong reply kind to MetaCreate")),
-    }
+    let scheme = ds_objects::Scheme::new(scheme.k(), scheme.m())
+        .map_err(|e| refuse(Status::BadRequest, format!("scheme {scheme}: {e}")))?;
+    let object: u128 = rand::random();
+    placement::create(ctx, object, scheme).await?;
     let mut header = request.reply(Status::Ok);
     header.object_id = ObjectId(object);
-    header.aux = request.aux;
+    header.aux = u64::from(scheme.k()) | u64::from(scheme.m()) << 8;
     let frame =
         Frame::new(header, Vec::new()).map_err(|e| refuse(Status::Internal, e.to_string()))?;
     Ok(send_frame(ctx, conn, &frame).await.map(|()| 0))
 }
 
-async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8>) -> Handled {
+async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -> Handled {
     let object = request.object_id.0;
     let written = data.len() as u64;
     let end = request.offset.checked_add(written).ok_or_else(|| {
@@ -225,67 +137,50 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8
             format!("a write ending at byte {end} is past the object size limit of {OBJECT_BYTES_MAX} bytes"),
         ));
     }
-    let meta = load_meta(ctx, object).await?;
-    let stripe_bytes = u64::from(meta.stripe_bytes);
-    let shard_meta = ShardMeta {
-        version: 0,
-        scheme_k: meta.scheme_k,
-        scheme_m: meta.scheme_m,
-        object_bytes: end.max(meta.size),
+    let meta = placement::resolve(ctx, object).await?;
+    let plan = ObjectPlan::new(ctx, object, &meta)?;
+    // Bytes below the end of writes started here count as the object's for read-modify-write.
+    let size = if written > 0 {
+        meta.size
+            .max(stripes::note_write_end(ctx, object, end))
+            .max(end)
+    } else {
+        meta.size
     };
-    // Every stripe the range touches, written concurrently on the cores that own them.
-    let mut writes = Vec::new();
-    let mut at = request.offset;
-    while at < end {
-        let stripe = at / stripe_bytes;
-        let within = at % stripe_bytes;
-        let take = (stripe_bytes - within).min(end - at);
-        let from = (at - request.offset) as usize;
-        // A write within one stripe (the usual 1 MiB aligned chunk) moves its buffer along.
-        let piece = if from == 0 && take as usize == data.len() {
-            std::mem::take(&mut data)
-        } else {
-            data[from..from + take as usize].to_vec()
-        };
-        let key = ShardKey::new(object, stripe as u32, 0);
-        let whole = within == 0 && take == stripe_bytes;
-        let op = ShardOp::Write {
-            key,
-            meta: shard_meta,
-            at: within as u32,
-            data: piece,
-            whole,
-        };
-        let owner = owner_of(ctx, object);
-        let task_ctx = ctx.clone();
-        writes.push(
-            ctx.executor
-                .spawn_task(async move { task_ctx.call(owner, op).await }),
-        );
-        at += take;
-    }
+    let ranges = plan
+        .layout
+        .ranges(request.offset, written)
+        .map_err(|e| refuse(Status::OutOfRange, e.to_string()))?;
+    let data = Rc::new(data);
+    let writes: Vec<_> = ranges
+        .map(|range| {
+            let (task_ctx, plan, data) = (ctx.clone(), plan.clone(), data.clone());
+            ctx.executor.spawn_task(async move {
+                let from = range.buffer_offset as usize;
+                let bytes = &data[from..from + range.len as usize];
+                stripes::write(&task_ctx, &plan, range, bytes, size).await
+            })
+        })
+        .collect();
     for write in writes {
-        match write.await {
-            ShardReply::Done(Ok(())) => {}
-            ShardReply::Done(Err(error)) => return Err(error.into()),
-            _ => return Err(refuse(Status::Internal, "wrong reply kind to Write")),
-        }
+        write.await?;
     }
     // An empty write only tells whether the object exists; it never grows it.
     if end > meta.size && written > 0 {
-        match ctx
-            .call(owner_of(ctx, object), ShardOp::MetaGrow { object, end })
-            .await
-        {
-            ShardReply::Meta(Ok(_)) => {}
-            ShardReply::Meta(Err(OpError::NotFound)) => {
-                return Err(refuse(
-                    Status::NotFound,
-                    format!("object {} was deleted during the write", ObjectId(object)),
-                ))
-            }
-            ShardReply::Meta(Err(error)) => return Err(error.into()),
-            _ => return Err(refuse(Status::Internal, "wrong reply kind to MetaGrow")),
+        let grown = placement::update(
+            ctx,
+            object,
+            &crate::service::meta::ObjectMeta {
+                size: end,
+                ..meta.clone()
+            },
+        )
+        .await?;
+        if grown.deleted {
+            return Err(refuse(
+                Status::NotFound,
+                format!("object {} was deleted during the write", ObjectId(object)),
+            ));
         }
     }
     // The reply echoes the offset and says how many bytes were written.
@@ -296,39 +191,11 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, mut data: Vec<u8
     Ok(send_frame(ctx, conn, &frame).await.map(|()| 0))
 }
 
-async fn read_stripe(
-    ctx: Rc<CoreCtx>,
-    object: u128,
-    stripe: u32,
-) -> Result<Option<StripeBytes>, OpError> {
-    let key = ShardKey::new(object, stripe, 0);
-    match ctx
-        .call(owner_of(&ctx, object), ShardOp::Read { key })
-        .await
-    {
-        ShardReply::Data(result) => result,
-        _ => Err(OpError::Internal("wrong reply kind to Read".into())),
-    }
-}
-
 async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     let object = request.object_id.0;
     let offset = request.offset;
-    // The metadata and the first stripe in one trip to the owning core.
-    let (meta, first_data) = match ctx
-        .call(owner_of(ctx, object), ShardOp::ReadFirst { object, offset })
-        .await
-    {
-        ShardReply::MetaAndData(Ok(found)) => found,
-        ShardReply::MetaAndData(Err(OpError::NotFound)) => {
-            return Err(refuse(
-                Status::NotFound,
-                format!("object {} does not exist", ObjectId(object)),
-            ))
-        }
-        ShardReply::MetaAndData(Err(error)) => return Err(error.into()),
-        _ => return Err(refuse(Status::Internal, "wrong reply kind to ReadFirst")),
-    };
+    let meta = placement::resolve(ctx, object).await?;
+    let plan = ObjectPlan::new(ctx, object, &meta)?;
     let len = match request.length {
         // To the end: an offset past the end is refused below like any other range.
         LENGTH_TO_END => meta.size.saturating_sub(offset),
@@ -350,7 +217,7 @@ async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         })?;
     let chunks = ReplyChunks::new(offset, len)
         .ok_or_else(|| refuse(Status::OutOfRange, "range overflows"))?;
-    let stripe_bytes = u64::from(meta.stripe_bytes);
+    let stripe_bytes = u64::from(plan.layout.stripe_bytes());
     let first = offset / stripe_bytes;
     let last = if len == 0 {
         first
@@ -359,8 +226,8 @@ async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     };
     // Stripe reads run ahead of the frames being sent, a bounded number at a time.
     let mut pending = std::collections::VecDeque::new();
-    let mut next = first + 1;
-    let mut stripe_data: Option<(u64, Option<StripeBytes>)> = Some((first, first_data));
+    let mut next = first;
+    let mut current: Option<(u64, Vec<u8>)> = None;
     let mut sent = 0u64;
     for chunk in chunks {
         let mut bytes = start_frame(ctx, chunk.bytes);
@@ -368,29 +235,22 @@ async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         let chunk_end = chunk.offset + chunk.bytes as u64;
         while at < chunk_end {
             let stripe = at / stripe_bytes;
-            if stripe_data.as_ref().is_none_or(|(s, _)| *s != stripe) {
+            if current.as_ref().is_none_or(|(s, _)| *s != stripe) {
                 while pending.len() < GET_READ_AHEAD && next < last {
-                    let task_ctx = ctx.clone();
+                    let (task_ctx, plan) = (ctx.clone(), plan.clone());
                     let s = next as u32;
-                    pending.push_back((
-                        next,
-                        ctx.executor.spawn_task(read_stripe(task_ctx, object, s)),
-                    ));
+                    pending.push_back(
+                        ctx.executor
+                            .spawn_task(async move { stripes::read(&task_ctx, &plan, s).await }),
+                    );
                     next += 1;
                 }
-                let Some((s, task)) = pending.pop_front() else {
+                let Some(task) = pending.pop_front() else {
                     return Err(refuse(Status::Internal, "stripe read-ahead ran dry"));
                 };
-                debug_assert_eq!(s, stripe);
-                let read = task.await.map_err(Refusal::from)?;
-                if let Some((_, Some(old))) = stripe_data.replace((stripe, read)) {
-                    ctx.store.borrow_mut().recycle(old.into_buf());
-                }
+                current = Some((stripe, task.await?));
             }
-            let stored: &[u8] = match &stripe_data {
-                Some((_, Some(data))) => data.as_slice(),
-                _ => &[],
-            };
+            let stored: &[u8] = current.as_ref().map_or(&[], |(_, data)| data);
             let within = at % stripe_bytes;
             let take = (stripe_bytes - within).min(chunk_end - at);
             // A hole, or a stripe shorter than the range: zeros.
@@ -406,99 +266,112 @@ async fn get(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         }
         sent += chunk.bytes as u64;
     }
-    if let Some((_, Some(last))) = stripe_data {
-        ctx.store.borrow_mut().recycle(last.into_buf());
-    }
     Ok(Ok(sent))
 }
 
 async fn delete(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     let object = request.object_id.0;
-    // The metadata goes first: from then on the object is gone for every reader, and a crash
-    // before its stripes are tombstoned leaves only unreachable records.
-    let meta = match ctx
-        .call(owner_of(ctx, object), ShardOp::MetaDelete { object })
-        .await
-    {
-        ShardReply::Meta(Ok(meta)) => meta,
-        ShardReply::Meta(Err(OpError::NotFound)) => {
-            return Err(refuse(
-                Status::NotFound,
-                format!("object {} does not exist", ObjectId(object)),
-            ))
-        }
-        ShardReply::Meta(Err(error)) => return Err(error.into()),
-        _ => return Err(refuse(Status::Internal, "wrong reply kind to MetaDelete")),
-    };
-    per_stripe(
+    let meta = placement::resolve(ctx, object).await?;
+    // The metadata goes first: from then on the object is gone for every reader, and shards
+    // a down node still holds are unreachable garbage (repair drops them).
+    placement::update(
         ctx,
         object,
-        meta.stripes(),
-        |key| ShardOp::Delete { key },
-        |_, reply| match reply {
-            ShardReply::Done(Err(error)) => Err(error.into()),
-            _ => Ok(()),
+        &crate::service::meta::ObjectMeta {
+            deleted: true,
+            ..meta.clone()
         },
     )
     .await?;
-    reply(ctx, conn, request, Vec::new()).await
-}
-
-/// Runs `op` on stripes 0..count of `object` on its core, at most [`FAN_OUT`] at a time, and
-/// hands the replies to `each` in stripe order; the first refusal from `each` ends it.
-async fn per_stripe(
-    ctx: &Rc<CoreCtx>,
-    object: u128,
-    count: u64,
-    op: impl Fn(ShardKey) -> ShardOp,
-    mut each: impl FnMut(u64, ShardReply) -> Result<(), Refusal>,
-) -> Result<(), Refusal> {
-    let owner = owner_of(ctx, object);
-    let mut next = 0u64;
-    let mut running = std::collections::VecDeque::new();
-    while next < count || !running.is_empty() {
-        while running.len() < FAN_OUT && next < count {
-            let shard_op = op(ShardKey::new(object, next as u32, 0));
+    let plan = ObjectPlan::new(ctx, object, &meta)?;
+    let version = ctx.hlc.borrow_mut().now(now_ns()).as_u64();
+    let stripes = u32::try_from(meta.stripes()).unwrap_or(u32::MAX);
+    let tombstones: Vec<_> = plan
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(shard, &target)| {
             let task_ctx = ctx.clone();
-            let task = async move { task_ctx.call(owner, shard_op).await };
-            running.push_back((next, ctx.executor.spawn_task(task)));
-            next += 1;
-        }
-        if let Some((stripe, task)) = running.pop_front() {
-            each(stripe, task.await)?;
+            ctx.executor.spawn_task(async move {
+                shards::delete_shards(
+                    &task_ctx,
+                    target,
+                    object,
+                    (0, stripes),
+                    shard as u8,
+                    version,
+                )
+                .await
+            })
+        })
+        .collect();
+    for (shard, task) in tombstones.into_iter().enumerate() {
+        if let Err(error) = task.await {
+            tracing::debug!(object = %ObjectId(object), shard, %error, "shards not tombstoned");
         }
     }
-    Ok(())
+    reply(ctx, conn, request, Vec::new()).await
 }
 
 async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     let object = request.object_id.0;
-    let meta = load_meta(ctx, object).await?;
+    let meta = placement::resolve(ctx, object).await?;
+    let plan = ObjectPlan::new(ctx, object, &meta)?;
     let scheme = Scheme::new(meta.scheme_k, meta.scheme_m)
         .map_err(|e| refuse(Status::Corrupt, e.to_string()))?;
+    let listed = meta.stripes().min(STAT_STRIPES_MAX);
+    // One question per node: which of its shards of the listed stripes it holds.
+    let mut nodes: Vec<(u128, shards::Target, u64)> = Vec::new();
+    for (shard, (&node, &target)) in meta.placement.iter().zip(&plan.targets).enumerate() {
+        match nodes.iter_mut().find(|(n, _, _)| *n == node) {
+            Some((_, _, mask)) => *mask |= 1 << shard,
+            None => nodes.push((node, target, 1 << shard)),
+        }
+    }
+    let asks: Vec<_> = nodes
+        .iter()
+        .map(|&(_, target, mask)| {
+            let task_ctx = ctx.clone();
+            ctx.executor.spawn_task(async move {
+                shards::list_shards(&task_ctx, target, object, (0, listed as u32), mask).await
+            })
+        })
+        .collect();
     let mut parts = Vec::new();
-    let node = format!("{:032x}", ctx.node_id);
-    let listed = meta.stripes().min(STAT_PARTS_MAX);
-    per_stripe(
-        ctx,
-        object,
-        listed,
-        |key| ShardOp::Locate { key },
-        |stripe, reply| {
-            if let ShardReply::Located(devices) = reply {
-                for device in devices {
+    let mut missing = Vec::new();
+    for ((node, _, mask), ask) in nodes.iter().zip(asks) {
+        let name = format!("{node:032x}");
+        let (held, reason) = match ask.await {
+            Ok(held) => (held, "absent".to_string()),
+            Err(error) => (Vec::new(), error.to_string()),
+        };
+        for stripe in 0..listed as u32 {
+            for shard in (0..64u8).filter(|i| mask >> i & 1 == 1) {
+                let here: Vec<_> = held
+                    .iter()
+                    .filter(|h| h.stripe == stripe && h.shard == shard)
+                    .collect();
+                if here.is_empty() {
+                    missing.push(StatMissing {
+                        stripe,
+                        shard,
+                        node: name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                for h in here {
                     parts.push(StatPart {
-                        stripe: stripe as u32,
-                        shard: 0,
-                        node: node.clone(),
-                        device: ctx.device_name(device),
+                        stripe,
+                        shard,
+                        node: name.clone(),
+                        device: h.device.clone(),
                     });
                 }
             }
-            Ok(())
-        },
-    )
-    .await?;
+        }
+    }
+    parts.sort_by_key(|p| (p.stripe, p.shard));
+    missing.sort_by_key(|p| (p.stripe, p.shard));
     let document = StatReply {
         id: ObjectId(object),
         size: meta.size,
@@ -506,6 +379,9 @@ async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         version: meta.version,
         created_ns: Some(meta.created_ns),
         parts,
+        missing,
+        stripes: meta.stripes(),
+        stripes_listed: listed,
     }
     .encode();
     send_document(ctx, conn, request, &document).await
@@ -531,21 +407,4 @@ async fn overlay(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         }
     };
     send_document(ctx, conn, request, &document).await
-}
-
-/// Sends a JSON document as a (multi-frame) reply.
-async fn send_document(ctx: &CoreCtx, conn: ConnId, request: &Header, document: &[u8]) -> Handled {
-    let total = document.len() as u64;
-    let chunks =
-        ReplyChunks::new(0, total).ok_or_else(|| refuse(Status::Internal, "document too large"))?;
-    for chunk in chunks {
-        let start = chunk.start as usize;
-        let mut bytes = start_frame(ctx, chunk.bytes);
-        bytes.extend_from_slice(&document[start..start + chunk.bytes]);
-        finish_frame(chunk.header(request), &mut bytes)?;
-        if conn::send(ctx, conn, bytes).await.is_err() {
-            return Ok(Err(Gone));
-        }
-    }
-    Ok(Ok(total))
 }

@@ -1,7 +1,8 @@
 //! `ds dev-cluster up|down`: a local cluster of real `ds-appliance` daemons on loopback, each
 //! with a file-backed device under one directory, seeded to each other. `up` returns once every
-//! node has joined and writes `DIR/cluster.json`; a node restarts with
-//! `ds-appliance --config <its config>`; `down` stops them all.
+//! node has joined (knows the others, see [`JOIN_CLOSEST`]) and writes `DIR/cluster.json`; a node
+//! restarts with `ds-appliance --config <its config>` (fixed ports, absolute paths, seeds to
+//! other nodes of the cluster in the file); `down` stops them all.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -21,10 +22,24 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// A shared secret for the nodes of one local cluster (dev only, written in every config).
 const DEV_SECRET_PREFIX: &str = "ds-dev-cluster-";
+/// Seeds written in each node's config: the first of the other nodes. More than one, so a
+/// node restarted while a seed is down still finds the cluster.
+const SEEDS_PER_NODE: usize = 3;
+/// A node has joined when it knows every other node, or in a cluster larger than this plus one,
+/// the `JOIN_CLOSEST` others closest to it (XOR distance of ids): the overlay's default bucket
+/// size k, so that many always fit in its routing table.
+pub const JOIN_CLOSEST: usize = 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ClusterFile {
+    /// The nodes' `[objects] default_scheme`: what a CREATE without a scheme gets.
+    #[serde(default = "plain_scheme")]
+    pub scheme: Scheme,
     pub nodes: Vec<NodeEntry>,
+}
+
+fn plain_scheme() -> Scheme {
+    Scheme::new(1, 0).expect("1+0 is a scheme")
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,16 +61,17 @@ pub struct UpSpec {
     pub cores: usize,
 }
 
-/// A free TCP port and a free UDP port on loopback, both the same number when possible.
-fn free_ports() -> anyhow::Result<(u16, u16)> {
+/// A port free for TCP and UDP on loopback, with the sockets that hold it: the caller keeps
+/// them until every node's port is chosen, so no two nodes of one cluster get the same port.
+fn free_port() -> anyhow::Result<(u16, TcpListener, UdpSocket)> {
     for _ in 0..100 {
         let tcp = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
         let port = tcp.local_addr()?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok((port, port));
+        if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+            return Ok((port, tcp, udp));
         }
     }
-    bail!("no free port pair on 127.0.0.1")
+    bail!("no port free for both TCP and UDP on 127.0.0.1")
 }
 
 fn appliance_binary() -> anyhow::Result<PathBuf> {
@@ -95,27 +111,44 @@ pub fn up(spec: &UpSpec) -> anyhow::Result<ClusterFile> {
     let dir = spec.dir.canonicalize()?;
     let binary = appliance_binary()?;
     let secret = format!("{DEV_SECRET_PREFIX}{:032x}", rand::random::<u128>());
-    let mut overlay_addrs: Vec<SocketAddr> = Vec::new();
+    // Every port first (the sockets held until all are chosen), so each config can name seeds
+    // among all the nodes, not only those before it.
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..spec.nodes {
+        let (port, tcp, udp) = free_port()?;
+        ports.push(port);
+        held.push((tcp, udp));
+    }
+    drop(held);
+    let overlay_addrs: Vec<SocketAddr> = ports
+        .iter()
+        .map(|&port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .collect();
     let mut entries = Vec::new();
+    // Whatever fails from here on stops the nodes already started: no daemon is left behind
+    // without a cluster.json naming it.
+    let mut started_pids = KillOnDrop(Vec::new());
     for index in 0..spec.nodes {
         let node_dir = dir.join(format!("node{index}"));
         fs::create_dir_all(&node_dir)?;
-        let (client_port, overlay_port) = free_ports()?;
-        let client_addr: SocketAddr = ([127, 0, 0, 1], client_port).into();
-        let overlay_addr: SocketAddr = ([127, 0, 0, 1], overlay_port).into();
-        // Every node seeds from the first (and the first from none); more seeds would only
-        // matter if the first were down at a restart, so give each a second one too.
+        // The client (TCP) and overlay (UDP) ports are the same number.
+        let client_addr = overlay_addrs[index];
+        let overlay_addr = overlay_addrs[index];
         let seeds: Vec<String> = overlay_addrs
             .iter()
-            .take(2)
-            .map(|a| format!("\"{a}\""))
+            .enumerate()
+            .filter(|&(other, _)| other != index)
+            .take(SEEDS_PER_NODE)
+            .map(|(_, a)| format!("\"{a}\""))
             .collect();
         let config = node_dir.join("node.toml");
         let text = format!(
             "# Written by `ds dev-cluster up`; restart this node with: ds-appliance --config {config}\n\
              data_dir = {data:?}\nlisten = \"{client_addr}\"\ncores = {cores}\npin_cores = false\n\
-             log_level = \"info\"\ndefault_scheme = \"{scheme}\"\n\n[overlay]\nlisten = \"{overlay_addr}\"\n\
-             seeds = [{seeds}]\ncluster_secret = \"{secret}\"\n\n[[devices]]\npath = \"dev0.img\"\nsize = {size:?}\n",
+             log_level = \"info\"\n\n[objects]\ndefault_scheme = \"{scheme}\"\n\n\
+             [overlay]\nlisten = \"{overlay_addr}\"\nseeds = [{seeds}]\ncluster_secret = \"{secret}\"\n\n\
+             [[devices]]\npath = \"dev0.img\"\nsize = {size:?}\n",
             config = config.display(),
             data = node_dir.join("data"),
             cores = spec.cores,
@@ -139,7 +172,7 @@ pub fn up(spec: &UpSpec) -> anyhow::Result<ClusterFile> {
                 .spawn()
                 .with_context(|| format!("starting {}", binary.display()))?
         };
-        overlay_addrs.push(overlay_addr);
+        started_pids.0.push(child.id());
         entries.push(NodeEntry {
             id: String::new(),
             client_addr,
@@ -150,17 +183,34 @@ pub fn up(spec: &UpSpec) -> anyhow::Result<ClusterFile> {
             log,
         });
     }
-    let mut cluster = ClusterFile { nodes: entries };
+    let mut cluster = ClusterFile {
+        scheme: spec.scheme,
+        nodes: entries,
+    };
     let started = Instant::now();
     for entry in &mut cluster.nodes {
         entry.id = wait_serving(entry, started)?;
     }
-    let want = spec.nodes - 1;
     for entry in &cluster.nodes {
-        wait_joined(entry, want, started)?;
+        let want = must_know(entry, &cluster.nodes);
+        wait_joined(entry, &want, started)?;
     }
     fs::write(&cluster_json, serde_json::to_string_pretty(&cluster)?)?;
+    started_pids.0.clear();
     Ok(cluster)
+}
+
+/// SIGKILLs the ds-appliance processes it lists when dropped (`up` clears it on success).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if is_alive(pid) && is_appliance(pid) {
+                signal(pid, "KILL");
+            }
+        }
+    }
 }
 
 fn wait_serving(entry: &NodeEntry, started: Instant) -> anyhow::Result<String> {
@@ -185,19 +235,53 @@ fn wait_serving(entry: &NodeEntry, started: Instant) -> anyhow::Result<String> {
     }
 }
 
-fn wait_joined(entry: &NodeEntry, want: usize, started: Instant) -> anyhow::Result<()> {
+/// The ids `entry` must know before it counts as joined: every other node, or in a large
+/// cluster the [`JOIN_CLOSEST`] others closest to it.
+fn must_know(entry: &NodeEntry, nodes: &[NodeEntry]) -> Vec<String> {
+    let key = |id: &str| u128::from_str_radix(id, 16).unwrap_or(0);
+    let me = key(&entry.id);
+    let mut others: Vec<&NodeEntry> = nodes.iter().filter(|n| n.id != entry.id).collect();
+    others.sort_by_key(|n| key(&n.id) ^ me);
+    others.truncate(JOIN_CLOSEST);
+    others.into_iter().map(|n| n.id.clone()).collect()
+}
+
+/// Waits until the overlay view of `entry` (routing table or neighbourhood) has every id of
+/// `want`.
+fn wait_joined(entry: &NodeEntry, want: &[String], started: Instant) -> anyhow::Result<()> {
     loop {
-        let known = Client::connect(entry.client_addr, Duration::from_millis(500))
-            .and_then(|mut c| c.overlay(None))
-            .map(|view| view.routing.len())
-            .unwrap_or(0);
-        if known >= want {
+        let view = Client::connect(entry.client_addr, Duration::from_millis(500))
+            .and_then(|mut c| c.overlay(None));
+        let missing: Vec<&String> = match &view {
+            Ok(view) => want
+                .iter()
+                .filter(|id| {
+                    !view
+                        .routing
+                        .iter()
+                        .chain(&view.neighbourhood)
+                        .any(|peer| &peer.id == *id)
+                })
+                .collect(),
+            Err(_) => want.iter().collect(),
+        };
+        if missing.is_empty() {
             return Ok(());
         }
+        if !is_alive(entry.pid) {
+            let log = fs::read_to_string(&entry.log).unwrap_or_default();
+            bail!("the node of {} exited:\n{log}", entry.config.display());
+        }
         if started.elapsed() > JOIN_TIMEOUT {
+            let missing: Vec<&str> = missing.iter().map(|id| id.as_str()).collect();
             bail!(
-                "node {} knows {known} of the {want} others after {JOIN_TIMEOUT:?}; see {}",
+                "node {} ({}) does not know {} of the {} nodes it should after {JOIN_TIMEOUT:?} \
+                 (missing {}); see {}",
+                entry.id,
                 entry.client_addr,
+                missing.len(),
+                want.len(),
+                missing.join(", "),
                 entry.log.display()
             );
         }

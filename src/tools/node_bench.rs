@@ -36,12 +36,16 @@ pub struct Spec {
     pub connections: usize,
     pub duration: Duration,
     pub progress: bool,
+    /// Scheme of the objects written; `None`: the node's default (`[objects] default_scheme`).
+    pub scheme: Option<Scheme>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub op: BenchOp,
     pub size: u64,
+    /// The scheme asked for; `null`: the node's default.
+    pub scheme: Option<Scheme>,
     pub concurrency: usize,
     pub connections: usize,
     pub seconds: f64,
@@ -63,9 +67,11 @@ pub struct Percentiles {
 impl Report {
     pub fn human(&self) -> String {
         format!(
-            "{:?} {} B, {} in flight on {} connections, {:.1} s: {} ops, {:.0} ops/s, {:.1} MB/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "{:?} {} B scheme {}, {} in flight on {} connections, {:.1} s: {} ops, {:.0} ops/s, {:.1} MB/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
             self.op,
             self.size,
+            self.scheme
+                .map_or_else(|| "default".to_string(), |s| s.to_string()),
             self.concurrency,
             self.connections,
             self.seconds,
@@ -93,7 +99,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
         let mut objects = Vec::new();
         for _ in 0..OBJECTS_PER_WORKER {
-            let id = client.create(Scheme::new(1, 0).expect("1+0"))?;
+            let id = client.create(spec.scheme)?;
             if spec.op != BenchOp::Put {
                 client.put(id, 0, &data)?;
             }
@@ -146,6 +152,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     Ok(Report {
         op: spec.op,
         size: spec.size,
+        scheme: spec.scheme,
         concurrency: spec.concurrency,
         connections,
         seconds,

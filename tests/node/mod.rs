@@ -130,3 +130,96 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The bytes of [`pattern`]`(seed, ..)` as a stream, for objects too large to hold in memory:
+/// the first `n` bytes it yields are `pattern(seed, n)`.
+#[derive(Clone, Debug)]
+pub struct PatternStream {
+    x: u64,
+}
+
+impl PatternStream {
+    pub fn new(seed: u64) -> PatternStream {
+        PatternStream {
+            x: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
+    }
+
+    pub fn next_byte(&mut self) -> u8 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        self.x as u8
+    }
+
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for byte in out {
+            *byte = self.next_byte();
+        }
+    }
+}
+
+/// `len` bytes of `pattern(seed, len)` as a reader (for `Client::put_from`).
+pub struct PatternReader {
+    stream: PatternStream,
+    left: u64,
+}
+
+impl PatternReader {
+    pub fn new(seed: u64, len: u64) -> PatternReader {
+        PatternReader {
+            stream: PatternStream::new(seed),
+            left: len,
+        }
+    }
+}
+
+impl std::io::Read for PatternReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        self.stream.fill(&mut buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A sink that checks what is written into it against `pattern(seed, ..)`: `seen` counts the
+/// bytes, `first_mismatch` is the offset of the first wrong one.
+pub struct PatternCheck {
+    stream: PatternStream,
+    pub seen: u64,
+    pub first_mismatch: Option<u64>,
+}
+
+impl PatternCheck {
+    pub fn new(seed: u64) -> PatternCheck {
+        PatternCheck {
+            stream: PatternStream::new(seed),
+            seen: 0,
+            first_mismatch: None,
+        }
+    }
+
+    /// Whether exactly `pattern(seed, len)` was written.
+    pub fn is_exact(&self, len: u64) -> bool {
+        self.first_mismatch.is_none() && self.seen == len
+    }
+}
+
+impl std::io::Write for PatternCheck {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for (at, &byte) in buf.iter().enumerate() {
+            if self.stream.next_byte() != byte && self.first_mismatch.is_none() {
+                self.first_mismatch = Some(self.seen + at as u64);
+            }
+        }
+        self.seen += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

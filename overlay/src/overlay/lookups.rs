@@ -128,6 +128,7 @@ impl Overlay {
                 Some(request) => {
                     let message = Message {
                         sender: self.info.id,
+                        sender_data_port: self.info.data_port,
                         receiver: Some(node.id),
                         request,
                         body: Body::FindNode {

@@ -31,6 +31,7 @@ impl Overlay {
             self.bootstrap.in_flight += 1;
             let message = Message {
                 sender: self.info.id,
+                sender_data_port: self.info.data_port,
                 receiver: None,
                 request,
                 body: Body::FindNode {

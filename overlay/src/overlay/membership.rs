@@ -101,6 +101,7 @@ impl Overlay {
         };
         let message = Message {
             sender: self.info.id,
+            sender_data_port: self.info.data_port,
             receiver: Some(node.id),
             request,
             body: Body::Ping,

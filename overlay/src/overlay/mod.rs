@@ -99,8 +99,13 @@ pub struct Overlay {
 }
 
 impl Overlay {
+    /// A node with id and address `info`; its data port is `config.data_port`.
     pub fn new(info: NodeInfo, config: Config, now: Instant) -> Result<Overlay, ConfigError> {
         config.validate()?;
+        let info = NodeInfo {
+            data_port: config.data_port,
+            ..info
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         // A random phase keeps the ticks of nodes started together apart.
         let phase = rng.gen_range(0..=config.tick_interval.as_nanos() as u64);
@@ -316,6 +321,7 @@ impl Overlay {
         for target in targets {
             let message = Message {
                 sender: self.info.id,
+                sender_data_port: self.info.data_port,
                 receiver: Some(target.id),
                 request: RequestId(0),
                 body: Body::Leave,

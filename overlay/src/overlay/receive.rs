@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::Overlay;
+use crate::codec;
 use crate::event::RemoveReason;
 use crate::id::NodeInfo;
 use crate::limits::NODES_PER_MESSAGE_MAX;
@@ -36,6 +37,7 @@ impl Overlay {
         let sender = NodeInfo {
             id: message.sender,
             addr: from,
+            data_port: message.sender_data_port,
         };
         let request = message.request;
         match message.body {
@@ -46,7 +48,9 @@ impl Overlay {
             Body::FindNode { key, count } => {
                 self.note_alive(sender, true);
                 let count = usize::from(count).clamp(1, NODES_PER_MESSAGE_MAX);
-                let nodes = self.closest_nodes(key, count, Some(sender.id));
+                let mut nodes = self.closest_nodes(key, count, Some(sender.id));
+                // Many IPv6 nodes do not all fit one datagram: the closest that do go.
+                nodes.truncate(codec::nodes_fitting(&nodes));
                 self.reply(sender, request, Body::Nodes { nodes });
             }
             Body::Pong => self.handle_pong(sender, request),
@@ -58,6 +62,7 @@ impl Overlay {
     pub(super) fn reply(&mut self, to: NodeInfo, request: RequestId, body: Body) {
         let message = Message {
             sender: self.info.id,
+            sender_data_port: self.info.data_port,
             receiver: Some(to.id),
             request,
             body,
@@ -115,6 +120,8 @@ impl Overlay {
                 let Some(at) = self.lookup_index(lookup) else {
                     return;
                 };
+                // The node's own word on its addresses replaces what a NODES list said.
+                self.lookups[at].update_info(sender);
                 self.lookups[at].finish(sender.id, true);
                 self.feed_lookup(at, &nodes, depth.saturating_add(1));
                 self.drive_lookup(lookup);

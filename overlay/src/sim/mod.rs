@@ -175,6 +175,8 @@ impl Simulation {
             let info = NodeInfo {
                 id: NodeId(rng.gen()),
                 addr: node_addr(index as u32),
+                // Simulated nodes serve no data.
+                data_port: 0,
             };
             let mut overlay_config = Config::new(if intruder {
                 wrong.clone()

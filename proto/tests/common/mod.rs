@@ -158,9 +158,7 @@ impl Node {
                 None => self.reply(&header, Status::NotFound, b"no such object"),
             },
             Opcode::Stat => self.stat(&header),
-            Opcode::Unknown | Opcode::Overlay => {
-                self.reply(&header, Status::BadRequest, b"not served here")
-            }
+            _ => self.reply(&header, Status::BadRequest, b"not served here"),
         }
         false
     }
@@ -236,6 +234,9 @@ impl Node {
                     device: "/dev/sim0".to_string(),
                 })
                 .collect(),
+            missing: Vec::new(),
+            stripes: 0,
+            stripes_listed: 0,
         }
         .encode();
         for chunk in ReplyChunks::new(0, document.len() as u64).unwrap() {

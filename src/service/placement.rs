@@ -1,0 +1,206 @@
+//! Where an object lives and what it is. Its shards go to the K + M nodes closest to its id
+//! when it is created (the placement, kept in its metadata); its metadata record is copied to
+//! the [`META_COPIES`] nodes closest to its id. Metadata is written to all copies and
+//! acknowledged by a majority; it is read from all and needs a majority's complement of
+//! answers, so a read meets every acknowledged update. Copies are merged (size grows,
+//! deletion sticks), and a read repairs the copies it found behind.
+
+use std::rc::Rc;
+
+use ds_proto::{ObjectId, Status};
+
+use crate::node::overlay::MemberList;
+use crate::service::ctx::CoreCtx;
+use crate::service::meta::ObjectMeta;
+use crate::service::owner::{now_ns, OpError};
+use crate::service::reply::{refuse, Refusal};
+use crate::service::shards::{self, Target};
+
+/// Nodes holding a copy of an object's metadata (fewer when the cluster is smaller).
+pub const META_COPIES: usize = 6;
+
+/// Where node `node` is reached from here.
+pub fn target_of(ctx: &CoreCtx, list: &MemberList, node: u128) -> Target {
+    if node == ctx.node_id {
+        return Target::Local;
+    }
+    list.members
+        .iter()
+        .find(|m| m.id == node)
+        .map_or(Target::Unknown(node), |m| Target::Remote(m.data))
+}
+
+/// The nodes holding copies of `object`'s metadata.
+fn meta_targets(ctx: &CoreCtx, object: u128) -> Vec<Target> {
+    let list = ctx.member_list();
+    list.closest(object, META_COPIES)
+        .into_iter()
+        .map(|m| target_of(ctx, &list, m.id))
+        .collect()
+}
+
+fn majority(copies: usize) -> usize {
+    copies / 2 + 1
+}
+
+/// Runs `op` against every target at once; the results in target order.
+async fn on_all<T: 'static, F>(
+    ctx: &Rc<CoreCtx>,
+    targets: &[Target],
+    op: impl Fn(Rc<CoreCtx>, Target) -> F,
+) -> Vec<Result<T, OpError>>
+where
+    F: std::future::Future<Output = Result<T, OpError>> + 'static,
+{
+    let tasks: Vec<_> = targets
+        .iter()
+        .map(|&target| ctx.executor.spawn_task(op(ctx.clone(), target)))
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await);
+    }
+    results
+}
+
+/// Places a new object: the placement from the closest nodes, the record on its copies.
+pub async fn create(
+    ctx: &Rc<CoreCtx>,
+    object: u128,
+    scheme: ds_objects::Scheme,
+) -> Result<ObjectMeta, Refusal> {
+    let list = ctx.member_list();
+    let shards = usize::from(scheme.n());
+    if list.len() < shards {
+        return Err(refuse(
+            Status::Unavailable,
+            format!(
+                "scheme {}+{} needs {shards} nodes for its shards; this node knows {} serving data",
+                scheme.k(),
+                scheme.m(),
+                list.len()
+            ),
+        ));
+    }
+    let layout = ds_objects::StripeLayout::for_scheme(scheme);
+    let meta = ObjectMeta {
+        scheme_k: scheme.k(),
+        scheme_m: scheme.m(),
+        stripe_bytes: layout.stripe_bytes(),
+        size: 0,
+        created_ns: now_ns(),
+        generation: ctx.hlc.borrow_mut().now(now_ns()).as_u64(),
+        deleted: false,
+        placement: list.closest(object, shards).iter().map(|m| m.id).collect(),
+        version: 0,
+    };
+    update(ctx, object, &meta).await
+}
+
+/// Merges `meta` into every copy; succeeds once a majority holds it. Answers the merged record
+/// (a deletion that won shows there).
+pub async fn update(
+    ctx: &Rc<CoreCtx>,
+    object: u128,
+    meta: &ObjectMeta,
+) -> Result<ObjectMeta, Refusal> {
+    let targets = meta_targets(ctx, object);
+    let shared = Rc::new(meta.clone());
+    let results = on_all(ctx, &targets, |ctx, target| {
+        let meta = shared.clone();
+        async move { shards::merge_meta(&ctx, target, object, &meta).await }
+    })
+    .await;
+    let mut merged = meta.clone();
+    let mut acked = 0;
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(copy) => {
+                merged.merge(&copy);
+                acked += 1;
+            }
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    let needed = majority(targets.len());
+    if acked < needed {
+        return Err(refuse(
+            Status::Unavailable,
+            format!(
+                "metadata of {}: {acked} of {} copies written, {needed} needed ({})",
+                ObjectId(object),
+                targets.len(),
+                errors.join("; ")
+            ),
+        ));
+    }
+    Ok(merged)
+}
+
+/// The object's metadata as the copies agree; NOT_FOUND for an unknown or deleted object.
+pub async fn resolve(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
+    let targets = meta_targets(ctx, object);
+    let results = on_all(ctx, &targets, |ctx, target| async move {
+        shards::read_meta(&ctx, target, object).await
+    })
+    .await;
+    let mut merged: Option<ObjectMeta> = None;
+    let mut answered = 0;
+    let mut errors = Vec::new();
+    for result in &results {
+        match result {
+            Ok(copy) => {
+                answered += 1;
+                match &mut merged {
+                    Some(merged) => {
+                        merged.merge(copy);
+                    }
+                    None => merged = Some(copy.clone()),
+                }
+            }
+            Err(OpError::NotFound) => answered += 1,
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    let needed = targets.len() + 1 - majority(targets.len());
+    if answered < needed {
+        return Err(refuse(
+            Status::Unavailable,
+            format!(
+                "metadata of {}: {answered} of {} copies answered, {needed} needed ({})",
+                ObjectId(object),
+                targets.len(),
+                errors.join("; ")
+            ),
+        ));
+    }
+    let Some(merged) = merged else {
+        return Err(not_found(object));
+    };
+    // Copies that answered behind the merged record catch up in the background.
+    for (target, result) in targets.iter().zip(&results) {
+        let behind = match result {
+            Ok(copy) => copy.size != merged.size || copy.deleted != merged.deleted,
+            Err(OpError::NotFound) => true,
+            Err(_) => false,
+        };
+        if behind {
+            let (task_ctx, target, meta) = (ctx.clone(), *target, merged.clone());
+            ctx.executor.spawn(async move {
+                let _ = shards::merge_meta(&task_ctx, target, object, &meta).await;
+            });
+        }
+    }
+    if merged.deleted {
+        return Err(not_found(object));
+    }
+    Ok(merged)
+}
+
+pub fn not_found(object: u128) -> Refusal {
+    refuse(
+        Status::NotFound,
+        format!("object {} does not exist", ObjectId(object)),
+    )
+}

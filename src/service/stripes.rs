@@ -1,0 +1,353 @@
+//! One stripe of an object, as the coordinator of a request writes or reads it: encoded into
+//! K + M shards sent to the nodes of the placement and acknowledged at the write quorum, or
+//! restored from the first K shards of one version (data shards first, a hedge when one is
+//! slow, parity decoded when some are missing or corrupt). The decisions are `ds_objects`'
+//! state machines; this drives them.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use ds_objects::{
+    ReadPlan, ReadState, Scheme, ShardMeta, ShardOutcome, StripeLayout, StripeRange, WriteQuorum,
+    WriteState, WriteTracker,
+};
+use ds_proto::{ObjectId, Status};
+
+use crate::reactor::gather::Gather;
+use crate::reactor::lock::lock;
+use crate::reactor::timer;
+use crate::service::ctx::CoreCtx;
+use crate::service::meta::ObjectMeta;
+use crate::service::owner::{now_ns, OpError};
+use crate::service::placement::target_of;
+use crate::service::reply::{refuse, Refusal};
+use crate::service::shards::{self, FetchedShard, Target};
+
+/// A read asks one more shard when an answer takes longer than this.
+const HEDGE_AFTER: Duration = Duration::from_millis(50);
+/// Entries in a core's table of write ends before it is cleared.
+const WRITE_ENDS_MAX: usize = 65_536;
+
+/// What every stripe request of one object needs: its layout, quorum and shard targets.
+pub struct ObjectPlan {
+    pub object: u128,
+    pub layout: StripeLayout,
+    pub quorum: WriteQuorum,
+    /// The node of shard i.
+    pub targets: Vec<Target>,
+}
+
+impl ObjectPlan {
+    pub fn new(ctx: &CoreCtx, object: u128, meta: &ObjectMeta) -> Result<Rc<Self>, Refusal> {
+        let corrupt = |what: String| {
+            refuse(
+                Status::Corrupt,
+                format!("metadata of {}: {what}", ObjectId(object)),
+            )
+        };
+        let scheme =
+            Scheme::new(meta.scheme_k, meta.scheme_m).map_err(|e| corrupt(e.to_string()))?;
+        let k = u32::from(scheme.k());
+        if meta.stripe_bytes % k != 0 {
+            return Err(corrupt(format!(
+                "stripe size {} is not a multiple of K",
+                meta.stripe_bytes
+            )));
+        }
+        let layout =
+            StripeLayout::new(scheme, meta.stripe_bytes / k).map_err(|e| corrupt(e.to_string()))?;
+        let parity = ctx
+            .policy
+            .borrow()
+            .write_quorum_parity
+            .unwrap_or(scheme.m().div_ceil(2))
+            .min(scheme.m());
+        let quorum =
+            WriteQuorum::new(scheme, scheme.k() + parity).map_err(|e| corrupt(e.to_string()))?;
+        if meta.placement.len() != usize::from(scheme.n()) {
+            return Err(corrupt(format!(
+                "{} nodes placed for {} shards",
+                meta.placement.len(),
+                scheme.n()
+            )));
+        }
+        let list = ctx.member_list();
+        let targets = meta
+            .placement
+            .iter()
+            .map(|&node| target_of(ctx, &list, node))
+            .collect();
+        Ok(Rc::new(Self {
+            object,
+            layout,
+            quorum,
+            targets,
+        }))
+    }
+}
+
+/// Notes that a write reaching `end` started, and answers the largest such end so far: a
+/// read-modify-write treats bytes below it as the object's, even before the size says so.
+pub fn note_write_end(ctx: &CoreCtx, object: u128, end: u64) -> u64 {
+    let mut ends = ctx.write_ends.borrow_mut();
+    if ends.len() >= WRITE_ENDS_MAX && !ends.contains_key(&object) {
+        ends.clear();
+    }
+    let known = ends.entry(object).or_insert(0);
+    *known = (*known).max(end);
+    *known
+}
+
+fn with_codec<T>(
+    ctx: &CoreCtx,
+    layout: StripeLayout,
+    f: impl FnOnce(&mut ds_objects::EcCodec) -> T,
+) -> Result<T, Refusal> {
+    let mut codecs = ctx.codecs.borrow_mut();
+    if !codecs.contains_key(&layout) {
+        let codec = ds_objects::EcCodec::new(layout)
+            .map_err(|e| refuse(Status::Internal, e.to_string()))?;
+        codecs.insert(layout, codec);
+    }
+    Ok(f(codecs.get_mut(&layout).expect("inserted")))
+}
+
+/// Writes `data` over `range` of its stripe; `size` is what the object holds before (at least).
+/// Returns once the write quorum of shards is durable, or the error that made it unreachable.
+pub async fn write(
+    ctx: &Rc<CoreCtx>,
+    plan: &Rc<ObjectPlan>,
+    range: StripeRange,
+    data: &[u8],
+    size: u64,
+) -> Result<(), Refusal> {
+    let object = plan.object;
+    let layout = plan.layout;
+    // Two writes into one stripe from this core must not both rebuild it from the same old one.
+    let _guard = lock(&ctx.stripe_locks, (object, range.stripe)).await;
+    let write_plan = layout.write_plan(&range, size);
+    let mut stripe = vec![0u8; write_plan.stripe_len as usize];
+    if write_plan.is_whole() {
+        write_plan.assemble(&[], data, &mut stripe);
+    } else {
+        let old = read(ctx, plan, range.stripe).await?;
+        write_plan.assemble(&old, data, &mut stripe);
+    }
+    let scheme = layout.scheme();
+    let coded = layout.coded_bytes(write_plan.stripe_len) as usize;
+    let mut parity = vec![vec![0u8; coded]; usize::from(scheme.m())];
+    with_codec(ctx, layout, |codec| codec.encode(&stripe, &mut parity))?
+        .map_err(|e| refuse(Status::Internal, format!("encoding: {e}")))?;
+    let version = ctx.hlc.borrow_mut().now(now_ns());
+    let start = layout.stripe_start(range.stripe);
+    let object_bytes = size.max(start + u64::from(range.end()));
+    debug_assert_eq!(
+        layout.stripe_len(range.stripe, object_bytes),
+        write_plan.stripe_len
+    );
+    let shared = Rc::new((stripe, parity));
+    let gather = Gather::default();
+    for shard in 0..scheme.n() {
+        let meta = ShardMeta {
+            object,
+            stripe: range.stripe,
+            shard,
+            layout,
+            version,
+            object_bytes,
+        };
+        let (task_ctx, target, shared, sender) = (
+            ctx.clone(),
+            plan.targets[usize::from(shard)],
+            shared.clone(),
+            gather.sender(),
+        );
+        ctx.executor.spawn(async move {
+            let (stripe, parity) = &*shared;
+            let bytes = if shard < layout.scheme().k() {
+                layout.data_shard(stripe, shard)
+            } else {
+                &parity[usize::from(shard - layout.scheme().k())][..]
+            };
+            let bytes = &bytes[..meta.stored_bytes() as usize];
+            let result = shards::write_shard(&task_ctx, target, meta, bytes).await;
+            sender.push((shard, result));
+        });
+    }
+    let mut tracker = WriteTracker::new(plan.quorum);
+    let mut errors = Vec::new();
+    loop {
+        let (shard, result) = gather.next().await;
+        let outcome = match result {
+            Ok(()) => ShardOutcome::Durable,
+            Err(OpError::Stale(current)) => {
+                let _ = ctx
+                    .hlc
+                    .borrow_mut()
+                    .observe_bounded(now_ns(), ds_objects::Version::from_u64(current));
+                ShardOutcome::Superseded
+            }
+            Err(error) => {
+                errors.push(format!("shard {shard}: {error}"));
+                ShardOutcome::Failed
+            }
+        };
+        match tracker.handle_outcome(shard, outcome) {
+            WriteState::Pending => {}
+            WriteState::Acked => return Ok(()),
+            WriteState::Failed(error) => {
+                let status = if errors.iter().any(|e| e.contains("no space")) {
+                    Status::NoSpace
+                } else {
+                    Status::Unavailable
+                };
+                return Err(refuse(
+                    status,
+                    format!(
+                        "stripe {} of {}: {error} ({})",
+                        range.stripe,
+                        ObjectId(object),
+                        errors.join("; ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+enum Event {
+    Answer(u8, Result<Option<FetchedShard>, OpError>),
+    Hedge,
+}
+
+/// The content of stripe `stripe` (as long as it was written; empty for a stripe never
+/// written), restored from K shards of its newest readable version.
+pub async fn read(
+    ctx: &Rc<CoreCtx>,
+    plan: &Rc<ObjectPlan>,
+    stripe: u32,
+) -> Result<Vec<u8>, Refusal> {
+    let object = plan.object;
+    let n = usize::from(plan.layout.scheme().n());
+    let mut read_plan = ReadPlan::new(plan.quorum, Instant::now(), HEDGE_AFTER);
+    let gather: Gather<Event> = Gather::default();
+    let mut fetched: Vec<Option<FetchedShard>> = (0..n).map(|_| None).collect();
+    let mut hedge_armed = false;
+    let mut errors = Vec::new();
+    let state = loop {
+        while let Some(shard) = read_plan.poll_request() {
+            let (task_ctx, target, sender) = (
+                ctx.clone(),
+                plan.targets[usize::from(shard)],
+                gather.sender(),
+            );
+            ctx.executor.spawn(async move {
+                let result = shards::read_shard(&task_ctx, target, object, stripe, shard).await;
+                sender.push(Event::Answer(shard, result));
+            });
+        }
+        match read_plan.state() {
+            ReadState::Waiting => {}
+            decided => break decided,
+        }
+        if !hedge_armed {
+            if let Some(at) = read_plan.poll_timeout() {
+                hedge_armed = true;
+                let (timers, sender) = (ctx.timers.clone(), gather.sender());
+                ctx.executor.spawn(async move {
+                    timer::sleep_until(timers, at).await;
+                    sender.push(Event::Hedge);
+                });
+            }
+        }
+        match gather.next().await {
+            Event::Answer(shard, result) => {
+                let reply = match result {
+                    Ok(Some(found)) => {
+                        let version = found.meta.version;
+                        if let Some(old) = fetched[usize::from(shard)].replace(found) {
+                            old.release(ctx);
+                        }
+                        ds_objects::ShardReply::Found(version)
+                    }
+                    Ok(None) => ds_objects::ShardReply::Absent,
+                    Err(error) => {
+                        errors.push(format!("shard {shard}: {error}"));
+                        ds_objects::ShardReply::Failed
+                    }
+                };
+                read_plan.handle_reply(shard, reply);
+            }
+            Event::Hedge => {
+                hedge_armed = false;
+                read_plan.handle_timeout(Instant::now());
+            }
+        }
+    };
+    let result = match state {
+        ReadState::Ready(choice) => decode(ctx, plan, stripe, &fetched, choice),
+        ReadState::Hole { .. } => Ok(Vec::new()),
+        ReadState::Failed(error) => Err(refuse(
+            Status::Unavailable,
+            format!(
+                "stripe {stripe} of {}: {error} ({})",
+                ObjectId(object),
+                errors.join("; ")
+            ),
+        )),
+        ReadState::Waiting => unreachable!("the loop ends only when decided"),
+    };
+    for shard in fetched.into_iter().flatten() {
+        shard.release(ctx);
+    }
+    result
+}
+
+fn decode(
+    ctx: &CoreCtx,
+    plan: &ObjectPlan,
+    stripe: u32,
+    fetched: &[Option<FetchedShard>],
+    choice: ds_objects::ReadChoice,
+) -> Result<Vec<u8>, Refusal> {
+    let chosen: Vec<Option<&[u8]>> = fetched
+        .iter()
+        .enumerate()
+        .map(|(i, shard)| {
+            shard
+                .as_ref()
+                .filter(|_| choice.shards.contains(i as u8))
+                .map(FetchedShard::bytes)
+        })
+        .collect();
+    let first = fetched
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.as_ref().filter(|_| choice.shards.contains(i as u8)))
+        .ok_or_else(|| refuse(Status::Internal, "a read chose no shards"))?;
+    let stripe_len = first.meta.stripe_len();
+    if fetched
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| choice.shards.contains(*i as u8))
+        .any(|(_, s)| {
+            s.as_ref()
+                .is_none_or(|s| !s.meta.same_stripe_version(&first.meta))
+        })
+    {
+        return Err(refuse(
+            Status::Corrupt,
+            format!(
+                "stripe {stripe} of {}: chosen shards disagree on their headers",
+                ObjectId(plan.object)
+            ),
+        ));
+    }
+    let mut out = vec![0u8; stripe_len as usize];
+    with_codec(ctx, plan.layout, |codec| codec.decode(&chosen, &mut out))?
+        .map_err(|e| refuse(Status::Corrupt, format!("decoding stripe {stripe}: {e}")))?;
+    if choice.degraded {
+        ctx.degraded_reads.set(ctx.degraded_reads.get() + 1);
+    }
+    Ok(out)
+}
