@@ -22,7 +22,7 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
   echo "usage: fuzz/run.sh [SECONDS]" >&2
   exit 2
 fi
-targets=${FUZZ_TARGETS:-record_header superblock segment_header checkpoint segment_scan proto_decoder overlay_decoder shard_header}
+targets=${FUZZ_TARGETS:-record_header superblock segment_header checkpoint segment_scan proto_decoder overlay_decoder shard_header meta_record}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: installing cargo-fuzz"

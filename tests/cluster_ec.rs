@@ -4,15 +4,16 @@
 //!
 //! What must hold:
 //! - every object reads back bit-exact through every node;
-//! - with 2 of the 6 nodes killed, every object still reads back bit-exact, and a write that
-//!   cannot reach its quorum (5 of 6 shards) is refused;
+//! - with 2 of the 6 nodes killed, every object still reads back bit-exact;
 //! - with 3 killed, a read fails with a clear error (a status and a message) or returns exactly
 //!   the right bytes, never wrong ones, and every object a stripe of which lost 3 shards fails;
 //! - once the 3 are restarted every object reads back again;
 //! - an object deleted while a node is down stays deleted when the node returns;
 //! - every PUT acknowledged while a node is being killed reads back afterwards;
 //! - a scheme wider than the cluster is refused with UNAVAILABLE; 1+2 (three copies)
-//!   round-trips; a CREATE without a scheme gets the cluster's default.
+//!   round-trips; a CREATE without a scheme gets the cluster's default;
+//! - a PUT that cannot reach its quorum (5 of 6 shards for 4+2) is refused, and leaves the
+//!   object readable.
 //!
 //! Each test starts its own cluster under `target/tmp` (`ds dev-cluster` picks free ports, so
 //! the tests run in parallel). The nodes killed are drawn from a seed printed at the start; set
@@ -656,19 +657,6 @@ fn objects_survive_two_lost_nodes_and_never_read_wrong() {
         phase.elapsed()
     );
 
-    // A write needs K + ceil(M/2) = 5 durable shards; 4 nodes are left. The same bytes are
-    // written again, so whatever the refused write left behind cannot change the content.
-    let small = objects.iter().find(|o| o.size == 4096).unwrap();
-    let mut client = cluster.client(survivors[0]);
-    let refused = client.put(small.id, 0, &pattern(small.seed, small.size as usize));
-    match refused {
-        Err(ClientError::Server { status, message }) => {
-            eprintln!("a PUT without its quorum: {status}: {message}")
-        }
-        other => panic!("a PUT reaching 4 of 6 nodes (quorum 5) answered {other:?}"),
-    }
-    drop(client);
-
     cluster.kill(victims[2]);
     let dead: BTreeSet<usize> = victims.iter().copied().collect();
     let survivors = cluster.live();
@@ -783,14 +771,26 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
     );
 
     // PUTs while a node is SIGKILLed: one writer through the node killed, one through another.
+    // Each alternates a PUT into an object created before and a CREATE + PUT of a new one.
+    // Once a node is gone a 4+2 CREATE is refused (it needs 6 live nodes of 6), while a PUT into
+    // an existing object needs only its quorum, 5 shards.
     let (victim, steady) = (order[2], order[3]);
     eprintln!("writers through nodes {victim} and {steady}; node {victim} killed");
+    let mut client = cluster.client(steady);
+    let mut pool = |n: usize| -> Vec<ObjectId> {
+        (0..n)
+            .map(|_| client.create(Some(four_two)).unwrap())
+            .collect()
+    };
+    let pools = [pool(120), pool(120)];
+    drop(client);
     let stop = AtomicBool::new(false);
     let write_sizes = [1, 4096, MIB + 1, 200_000, 0, 2 * MIB];
     let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|node| node.addr).collect();
-    let writer = |node: usize, seed_base: u64| {
+    let writer = |node: usize, pool: &[ObjectId], seed_base: u64| {
         let addr = addrs[node];
         let stop = &stop;
+        let mut pool = pool.to_vec().into_iter();
         move || {
             let (mut acked, mut failed) = (Vec::new(), Vec::new());
             let mut client: Option<Client> = None;
@@ -798,7 +798,7 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let size = write_sizes[n as usize % write_sizes.len()];
+                let (seed, size) = (seed_base + n, write_sizes[n as usize % write_sizes.len()]);
                 if client.is_none() {
                     match Client::connect(addr, Duration::from_millis(500)) {
                         Ok(connected) => client = Some(connected),
@@ -810,31 +810,46 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
                     }
                 }
                 let connected = client.as_mut().expect("connected");
-                match write_object(connected, Some(four_two), seed_base + n, size) {
-                    Ok(object) => acked.push(object),
+                let result = if n % 2 == 0 {
+                    let Some(id) = pool.next() else { break };
+                    connected
+                        .put_from(id, 0, PatternReader::new(seed, size), &mut |_| {})
+                        .map(|_| Obj { id, seed, size })
+                } else {
+                    write_object(connected, Some(four_two), seed, size)
+                };
+                match result {
+                    Ok(object) => acked.push((object, Instant::now())),
                     Err(error) => {
                         if error.status().is_none() {
                             client = None;
                         }
                         failed.push(error.to_string());
+                        std::thread::sleep(Duration::from_millis(20));
                     }
                 }
             }
             (acked, failed)
         }
     };
-    let (through_victim, through_steady) = std::thread::scope(|scope| {
-        let a = scope.spawn(writer(victim, 1_000_000));
-        let b = scope.spawn(writer(steady, 2_000_000));
+    let (through_victim, through_steady, killed_at) = std::thread::scope(|scope| {
+        let a = scope.spawn(writer(victim, &pools[0], 1_000_000));
+        let b = scope.spawn(writer(steady, &pools[1], 2_000_000));
         std::thread::sleep(Duration::from_millis(1500));
         cluster.kill(victim);
+        let killed_at = Instant::now();
         std::thread::sleep(Duration::from_millis(2500));
         stop.store(true, Ordering::Relaxed);
-        (a.join().unwrap(), b.join().unwrap())
+        (a.join().unwrap(), b.join().unwrap(), killed_at)
     });
+    let after_kill = through_steady
+        .0
+        .iter()
+        .filter(|(_, at)| *at > killed_at)
+        .count();
     eprintln!(
         "through the killed node: {} acknowledged, {} failed; through node {steady}: {} \
-         acknowledged, {} failed (first: {:?})",
+         acknowledged ({after_kill} after the kill), {} failed (first: {:?})",
         through_victim.0.len(),
         through_victim.1.len(),
         through_steady.0.len(),
@@ -842,15 +857,15 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
         through_steady.1.first()
     );
     assert!(
-        !through_steady.0.is_empty(),
-        "no PUT acknowledged through node {steady} with one node down: {:?}",
+        after_kill > 0,
+        "no PUT acknowledged through node {steady} once node {victim} was down: {:?}",
         through_steady.1.first()
     );
     let acked: Vec<Obj> = through_victim
         .0
         .iter()
         .chain(&through_steady.0)
-        .copied()
+        .map(|(object, _)| *object)
         .collect();
     let live = cluster.live();
     assert_all_exact(
@@ -874,7 +889,8 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
 }
 
 /// Schemes: wider than the cluster is UNAVAILABLE; 1+2 is three copies; no scheme is the
-/// cluster's default (from `dev-cluster up --scheme`, through the client and the CLI).
+/// cluster's default (from `dev-cluster up --scheme`, through the client and the CLI). Then,
+/// with two nodes down, a 4+2 PUT (quorum 5) is refused and the object stays readable.
 #[test]
 fn schemes_on_a_six_node_cluster() {
     let seed = test_seed("schemes_on_a_six_node_cluster");
@@ -975,5 +991,27 @@ fn schemes_on_a_six_node_cluster() {
         &replicated,
         &read_all(&cluster, &live, &replicated, true),
     );
+
+    // 4 of 6 nodes are left and a 4+2 write needs K + ceil(M/2) = 5 durable shards. The same
+    // bytes are written again, so whichever version a read decodes, the content is the same.
+    let mut client = cluster.client(live[0]);
+    let refused = client.put(plain.id, 0, &pattern(plain.seed, plain.size as usize));
+    match refused {
+        Err(ClientError::Server { status, message }) => {
+            eprintln!("a PUT without its quorum: {status}: {message}")
+        }
+        other => panic!("a 4+2 PUT reaching 4 of 6 nodes (quorum 5) answered {other:?}"),
+    }
+    drop(client);
+    let four_two = [plain, put];
+    assert_all_exact(
+        "4+2 after a refused PUT, two nodes down",
+        &four_two,
+        &read_all(&cluster, &live, &four_two, true),
+    );
+    cluster.restart(doomed[0]);
+    cluster.restart(doomed[1]);
+    cluster.wait_converged();
+    assert_readable_again(&cluster, &four_two);
     cluster.assert_running();
 }

@@ -1,5 +1,6 @@
 //! `ds dev-cluster up/down` with the real binaries: nodes start, join, serve, a node restarts
-//! from the config path in cluster.json, and `down` stops them all.
+//! from the config path in cluster.json (and finds the cluster again through the seeds in its
+//! config), and `down` stops them all.
 
 mod node;
 
@@ -32,6 +33,8 @@ fn a_local_cluster_comes_up_serves_restarts_and_goes_down() {
         dir_arg,
         "--device-size",
         "1G",
+        "--scheme",
+        "1+2",
     ]);
     assert!(
         out.status.success(),
@@ -42,7 +45,14 @@ fn a_local_cluster_comes_up_serves_restarts_and_goes_down() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
     let nodes = cluster["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
+    assert_eq!(cluster["scheme"], "1+2");
     for node in nodes {
+        // The config names the default scheme and seeds to other nodes (the first node too, so
+        // that it finds the cluster when it restarts).
+        let config = ds::config::NodeConfig::load(node["config"].as_str().unwrap()).unwrap();
+        assert_eq!(config.objects.default_scheme.to_string(), "1+2");
+        assert!(!config.overlay.seeds.is_empty());
+        assert!(!config.overlay.seeds.contains(&config.overlay_listen()));
         let addr = node["client_addr"].as_str().unwrap();
         let view = ds_proto::Client::connect(addr, Duration::from_secs(5))
             .unwrap()
@@ -60,14 +70,14 @@ fn a_local_cluster_comes_up_serves_restarts_and_goes_down() {
     assert!(!again.status.success());
 
     // Objects through one node; then that node restarts from its config and still has them.
-    let addr = nodes[1]["client_addr"].as_str().unwrap().to_string();
+    let addr = nodes[0]["client_addr"].as_str().unwrap().to_string();
     let mut client = ds_proto::Client::connect(addr.as_str(), Duration::from_secs(5)).unwrap();
     let id = client
         .create(Some(ds_proto::Scheme::new(1, 0).unwrap()))
         .unwrap();
     client.put(id, 0, &pattern(3, 100_000)).unwrap();
     drop(client);
-    let pid = nodes[1]["pid"].as_u64().unwrap();
+    let pid = nodes[0]["pid"].as_u64().unwrap();
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -75,7 +85,7 @@ fn a_local_cluster_comes_up_serves_restarts_and_goes_down() {
     while alive(pid) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let config = nodes[1]["config"].as_str().unwrap();
+    let config = nodes[0]["config"].as_str().unwrap();
     let mut restarted = Command::new(node::APPLIANCE)
         .args(["--config", config])
         .stdout(std::process::Stdio::null())
@@ -91,6 +101,25 @@ fn a_local_cluster_comes_up_serves_restarts_and_goes_down() {
     let mut back = Vec::new();
     client.get(id, 0, 100_000, &mut back, &mut |_| {}).unwrap();
     assert_eq!(back, pattern(3, 100_000));
+    // It knows the two others again.
+    let started = std::time::Instant::now();
+    loop {
+        let view = client.overlay(None).unwrap();
+        let known = [&nodes[1], &nodes[2]].iter().all(|other| {
+            view.routing
+                .iter()
+                .chain(&view.neighbourhood)
+                .any(|peer| peer.id == other["id"].as_str().unwrap())
+        });
+        if known {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the restarted node does not see the others: {view:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     restarted.kill().unwrap();
     restarted.wait().unwrap();
 

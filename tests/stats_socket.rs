@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ds::stats::{
-    fetch, fetch_report, published_slot, read_all, CoreMetrics, DeviceSnapshot, Format, NodeReport,
-    NodeSnapshot, Op, Published, StatsServer,
+    fetch, fetch_report, published_slot, read_all, ClusterCounters, CoreMetrics, DeviceSnapshot,
+    Format, NodeReport, NodeSnapshot, Op, Published, StatsServer,
 };
 
 /// Two cores' counters, published the way cores publish them: from their own threads.
@@ -50,6 +50,20 @@ fn published_cores() -> Vec<Published> {
                     write_amplification: 1.25,
                     ..DeviceSnapshot::default()
                 });
+                // Core 1 coordinated erasure-coded writes: 10 stripes of 1 MiB, 60 peer calls.
+                if core == 1 {
+                    metrics.set_cluster(ClusterCounters {
+                        stripes_encoded: 10,
+                        bytes_encoded: 10 << 20,
+                        coding_ns: 20_000_000,
+                        hedged_requests: 1,
+                        failed_writes: 2,
+                        peer_calls_total: 60,
+                        peer_call_errors: 3,
+                        peer_calls_in_flight: 4,
+                        ..ClusterCounters::default()
+                    });
+                }
                 while !metrics.publish(&slot) {}
             })
         })
@@ -131,6 +145,37 @@ fn json_has_counts_and_percentiles() {
     assert_eq!(report.devices.len(), 2);
     assert_eq!(report.devices[1].core, 1);
 
+    // The cluster counters, per core and summed, with every field named in the JSON.
+    let cluster = &report.cores[1].cluster;
+    assert_eq!(
+        (cluster.stripes_encoded, cluster.bytes_encoded),
+        (10, 10 << 20)
+    );
+    assert_eq!((cluster.coding_ns, cluster.failed_writes), (20_000_000, 2));
+    assert_eq!(report.cores[0].cluster, ClusterCounters::default());
+    assert_eq!(report.totals.cluster.peer_calls_total, 60);
+    assert_eq!(report.totals.cluster.peer_call_errors, 3);
+    assert_eq!(report.totals.cluster.peer_calls_in_flight, 4);
+    let raw: serde_json::Value = serde_json::from_str(&exchange(&path, b"json\n")).unwrap();
+    for field in [
+        "stripes_encoded",
+        "stripes_decoded",
+        "bytes_encoded",
+        "bytes_decoded",
+        "coding_ns",
+        "degraded_reads",
+        "hedged_requests",
+        "failed_reads",
+        "failed_writes",
+        "peer_calls_total",
+        "peer_call_errors",
+        "peer_calls_in_flight",
+    ] {
+        assert!(raw["totals"]["cluster"][field].is_u64(), "totals {field}");
+        assert!(raw["cores"][0]["cluster"][field].is_u64(), "core 0 {field}");
+    }
+    assert_eq!(raw["cores"][1]["cluster"]["coding_ns"], 20_000_000);
+
     // The library client reads the same.
     assert_eq!(fetch_report(&path).unwrap(), report);
     let table = fetch(&path, Format::Table).unwrap();
@@ -139,6 +184,11 @@ fn json_has_counts_and_percentiles() {
         "{table}"
     );
     assert!(table.contains("/var/tmp/ds/dev0.img"), "{table}");
+    assert!(table.contains("encoded 10 stripes (10.0 MiB)"), "{table}");
+    assert!(
+        table.contains("peer calls 60 errors 3 in flight 4"),
+        "{table}"
+    );
 }
 
 /// One sample of the text format: name, labels, value.
@@ -308,6 +358,35 @@ fn prometheus_parses_line_by_line() {
         value(&samples, "ds_device_free_bytes", &device),
         (3u64 << 30) as f64
     );
+    let core1 = [("core", "1")];
+    assert_eq!(
+        value(&samples, "ds_coding_stripes_encoded_total", &core1),
+        10.0
+    );
+    assert_eq!(
+        value(&samples, "ds_coding_bytes_encoded_total", &core1),
+        (10u64 << 20) as f64
+    );
+    assert_eq!(value(&samples, "ds_coding_seconds_total", &core1), 0.02);
+    assert_eq!(
+        value(&samples, "ds_coding_hedged_requests_total", &core1),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "ds_coding_failed_writes_total", &core1),
+        2.0
+    );
+    assert_eq!(value(&samples, "ds_peer_calls_total", &core1), 60.0);
+    assert_eq!(value(&samples, "ds_peer_call_errors_total", &core1), 3.0);
+    assert_eq!(value(&samples, "ds_peer_calls_in_flight", &core1), 4.0);
+    for family in [
+        "ds_coding_stripes_decoded_total",
+        "ds_coding_bytes_decoded_total",
+        "ds_coding_degraded_reads_total",
+        "ds_coding_failed_reads_total",
+    ] {
+        assert_eq!(value(&samples, family, &[("core", "0")]), 0.0, "{family}");
+    }
     let info = [("node_id", "0000000000000000000000000000feed")];
     assert_eq!(value(&samples, "ds_node_info", &info), 1.0);
     // Every op of every core is there.

@@ -7,7 +7,8 @@
 //! every round. Decoding loses the first data shards, up to M: the most work a read can meet.
 //!
 //! Run: `cargo bench -p ds-objects --bench codec` (optionally `-- K+M STRIPE_BYTES`, default
-//! `4+2 1048576`).
+//! `4+2 1048576`). `DS_CODEC_QUICK=1` runs 3 rounds of 0.25 s per series instead (about 8 s in
+//! all, for `bench/cluster.sh`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -21,6 +22,38 @@ use rand_chacha::ChaCha8Rng;
 
 const ROUNDS: usize = 5;
 const ROUND_SECONDS: f64 = 0.5;
+const WARM_UP: Duration = Duration::from_millis(200);
+/// With `DS_CODEC_QUICK` set (not empty, not 0).
+const QUICK_ROUNDS: usize = 3;
+const QUICK_ROUND_SECONDS: f64 = 0.25;
+const QUICK_WARM_UP: Duration = Duration::from_millis(100);
+
+/// Rounds per series, seconds per round, warm-up.
+#[derive(Clone, Copy)]
+struct Timing {
+    rounds: usize,
+    round_seconds: f64,
+    warm_up: Duration,
+}
+
+impl Timing {
+    fn from_env() -> Timing {
+        let quick = std::env::var("DS_CODEC_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        if quick {
+            Timing {
+                rounds: QUICK_ROUNDS,
+                round_seconds: QUICK_ROUND_SECONDS,
+                warm_up: QUICK_WARM_UP,
+            }
+        } else {
+            Timing {
+                rounds: ROUNDS,
+                round_seconds: ROUND_SECONDS,
+                warm_up: WARM_UP,
+            }
+        }
+    }
+}
 const SEED: u64 = 0xec_c0de;
 /// Stripes coded in turn: one (in cache) and 64 (64 MiB at the default stripe, past this
 /// machine's 32 MiB L3: the bytes come from memory, as a large PUT's do).
@@ -46,6 +79,7 @@ fn main() {
     let mut codec = EcCodec::new(layout).expect("codec");
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let simd = simd_level();
+    let timing = Timing::from_env();
     for working_set in WORKING_SET_STRIPES {
         let stripes: Vec<Vec<u8>> = (0..working_set)
             .map(|_| (0..layout.stripe_bytes()).map(|_| rng.gen()).collect())
@@ -64,7 +98,7 @@ fn main() {
                 "shard_bytes": shard_bytes,
                 "working_set_bytes": working_set as u64 * u64::from(layout.stripe_bytes()),
                 "data_shards_lost": lost,
-                "mb_per_s": sorted[ROUNDS / 2].round(),
+                "mb_per_s": sorted[sorted.len() / 2].round(),
                 "rounds_mb_per_s": rounds.iter().map(|r| r.round()).collect::<Vec<_>>(),
                 "simd": simd,
             });
@@ -72,7 +106,7 @@ fn main() {
         };
 
         let mut next = 0;
-        let rounds = measure(layout.stripe_bytes(), || {
+        let rounds = measure(timing, layout.stripe_bytes(), || {
             let i = next % working_set;
             next += 1;
             codec
@@ -94,7 +128,7 @@ fn main() {
                 })
                 .collect();
             let mut next = 0;
-            let rounds = measure(layout.stripe_bytes(), || {
+            let rounds = measure(timing, layout.stripe_bytes(), || {
                 let i = next % working_set;
                 next += 1;
                 codec
@@ -111,17 +145,17 @@ fn main() {
     }
 }
 
-/// MB/s of `bytes_per_call` over `ROUNDS` timed rounds.
-fn measure(bytes_per_call: u32, mut call: impl FnMut()) -> Vec<f64> {
+/// MB/s of `bytes_per_call` over `timing.rounds` timed rounds.
+fn measure(timing: Timing, bytes_per_call: u32, mut call: impl FnMut()) -> Vec<f64> {
     let warm_up = Instant::now();
-    while warm_up.elapsed() < Duration::from_millis(200) {
+    while warm_up.elapsed() < timing.warm_up {
         call();
     }
-    (0..ROUNDS)
+    (0..timing.rounds)
         .map(|_| {
             let start = Instant::now();
             let mut calls = 0u64;
-            while start.elapsed().as_secs_f64() < ROUND_SECONDS {
+            while start.elapsed().as_secs_f64() < timing.round_seconds {
                 call();
                 calls += 1;
             }

@@ -10,6 +10,9 @@ pub struct OverlayPeer {
     pub id: String,
     /// Overlay (UDP) address.
     pub addr: String,
+    /// Data (object protocol, TCP) address, when the node announced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// A node's view of the overlay.

@@ -288,16 +288,26 @@ fn run(args: Args) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                println!("node {} at {}", view.node.id, view.node.addr);
+                let data = |peer: &ds_proto::OverlayPeer| {
+                    peer.data
+                        .as_ref()
+                        .map_or(String::new(), |data| format!(" data {data}"))
+                };
+                println!(
+                    "node {} at {}{}",
+                    view.node.id,
+                    view.node.addr,
+                    data(&view.node)
+                );
                 if let Some(responsible) = &view.responsible {
                     println!("responsible for {}:", key.expect("asked"));
                     for peer in responsible {
-                        println!("  {} {}", peer.id, peer.addr);
+                        println!("  {} {}{}", peer.id, peer.addr, data(peer));
                     }
                 }
                 println!("neighbourhood ({}):", view.neighbourhood.len());
                 for peer in &view.neighbourhood {
-                    println!("  {} {}", peer.id, peer.addr);
+                    println!("  {} {}{}", peer.id, peer.addr, data(peer));
                 }
                 println!("routing table: {} entries", view.routing.len());
                 for (name, value) in &view.stats {

@@ -601,9 +601,8 @@ fn snapshot_of(overlay: &Overlay) -> OverlaySnapshot {
     }
 }
 
-/// The OVERLAY document: an [`OverlayReply`] in which every node also shows its data address
-/// beside its overlay address (`"data": "ip:port"`; absent for a node that announced no data
-/// port). Readers that decode it as an `OverlayReply` ignore the extra field.
+/// The OVERLAY document: every node with its overlay address and, when it announced one, its
+/// data address.
 fn overlay_document(
     me: &NodeInfo,
     routing: &[NodeInfo],
@@ -614,8 +613,9 @@ fn overlay_document(
     let peer = |info: &NodeInfo| OverlayPeer {
         id: format!("{:032x}", info.id.0),
         addr: info.addr.to_string(),
+        data: info.data_addr().map(|addr| addr.to_string()),
     };
-    let reply = OverlayReply {
+    OverlayReply {
         node: peer(me),
         routing: routing.iter().map(peer).collect(),
         neighbourhood: neighbourhood.iter().map(peer).collect(),
@@ -624,30 +624,8 @@ fn overlay_document(
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         },
-    };
-    let Ok(mut document) = serde_json::to_value(&reply) else {
-        return reply.encode();
-    };
-    let add_data = |value: Option<&mut serde_json::Value>, info: &NodeInfo| {
-        if let (Some(serde_json::Value::Object(object)), Some(data)) = (value, info.data_addr()) {
-            object.insert("data".into(), data.to_string().into());
-        }
-    };
-    add_data(document.get_mut("node"), me);
-    for (field, infos) in [
-        ("routing", Some(routing)),
-        ("neighbourhood", Some(neighbourhood)),
-        ("responsible", responsible),
-    ] {
-        let (Some(serde_json::Value::Array(peers)), Some(infos)) = (document.get_mut(field), infos)
-        else {
-            continue;
-        };
-        for (value, info) in peers.iter_mut().zip(infos) {
-            add_data(Some(value), info);
-        }
     }
-    serde_json::to_vec(&document).unwrap_or_else(|_| reply.encode())
+    .encode()
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ impl ObjectPlan {
         let scheme =
             Scheme::new(meta.scheme_k, meta.scheme_m).map_err(|e| corrupt(e.to_string()))?;
         let k = u32::from(scheme.k());
-        if meta.stripe_bytes % k != 0 {
+        if !meta.stripe_bytes.is_multiple_of(k) {
             return Err(corrupt(format!(
                 "stripe size {} is not a multiple of K",
                 meta.stripe_bytes
@@ -104,12 +104,14 @@ fn with_codec<T>(
     f: impl FnOnce(&mut ds_objects::EcCodec) -> T,
 ) -> Result<T, Refusal> {
     let mut codecs = ctx.codecs.borrow_mut();
-    if !codecs.contains_key(&layout) {
-        let codec = ds_objects::EcCodec::new(layout)
-            .map_err(|e| refuse(Status::Internal, e.to_string()))?;
-        codecs.insert(layout, codec);
-    }
-    Ok(f(codecs.get_mut(&layout).expect("inserted")))
+    let codec = match codecs.entry(layout) {
+        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+            ds_objects::EcCodec::new(layout)
+                .map_err(|e| refuse(Status::Internal, e.to_string()))?,
+        ),
+    };
+    Ok(f(codec))
 }
 
 /// Writes `data` over `range` of its stripe; `size` is what the object holds before (at least).
@@ -136,8 +138,15 @@ pub async fn write(
     let scheme = layout.scheme();
     let coded = layout.coded_bytes(write_plan.stripe_len) as usize;
     let mut parity = vec![vec![0u8; coded]; usize::from(scheme.m())];
+    let started = Instant::now();
     with_codec(ctx, layout, |codec| codec.encode(&stripe, &mut parity))?
         .map_err(|e| refuse(Status::Internal, format!("encoding: {e}")))?;
+    {
+        let mut coding = ctx.coding.borrow_mut();
+        coding.coding_ns += started.elapsed().as_nanos() as u64;
+        coding.stripes_encoded += 1;
+        coding.bytes_encoded += stripe.len() as u64;
+    }
     let version = ctx.hlc.borrow_mut().now(now_ns());
     let start = layout.stripe_start(range.stripe);
     let object_bytes = size.max(start + u64::from(range.end()));
@@ -196,6 +205,7 @@ pub async fn write(
             WriteState::Pending => {}
             WriteState::Acked => return Ok(()),
             WriteState::Failed(error) => {
+                ctx.coding.borrow_mut().failed_writes += 1;
                 let status = if errors.iter().any(|e| e.contains("no space")) {
                     Status::NoSpace
                 } else {
@@ -284,17 +294,21 @@ pub async fn read(
             }
         }
     };
+    ctx.coding.borrow_mut().hedged_requests += u64::from(read_plan.hedges());
     let result = match state {
         ReadState::Ready(choice) => decode(ctx, plan, stripe, &fetched, choice),
         ReadState::Hole { .. } => Ok(Vec::new()),
-        ReadState::Failed(error) => Err(refuse(
-            Status::Unavailable,
-            format!(
-                "stripe {stripe} of {}: {error} ({})",
-                ObjectId(object),
-                errors.join("; ")
-            ),
-        )),
+        ReadState::Failed(error) => {
+            ctx.coding.borrow_mut().failed_reads += 1;
+            Err(refuse(
+                Status::Unavailable,
+                format!(
+                    "stripe {stripe} of {}: {error} ({})",
+                    ObjectId(object),
+                    errors.join("; ")
+                ),
+            ))
+        }
         ReadState::Waiting => unreachable!("the loop ends only when decided"),
     };
     for shard in fetched.into_iter().flatten() {
@@ -344,10 +358,15 @@ fn decode(
         ));
     }
     let mut out = vec![0u8; stripe_len as usize];
+    let started = Instant::now();
     with_codec(ctx, plan.layout, |codec| codec.decode(&chosen, &mut out))?
         .map_err(|e| refuse(Status::Corrupt, format!("decoding stripe {stripe}: {e}")))?;
+    let mut coding = ctx.coding.borrow_mut();
+    coding.coding_ns += started.elapsed().as_nanos() as u64;
+    coding.stripes_decoded += 1;
+    coding.bytes_decoded += out.len() as u64;
     if choice.degraded {
-        ctx.degraded_reads.set(ctx.degraded_reads.get() + 1);
+        coding.degraded_reads += 1;
     }
     Ok(out)
 }

@@ -95,6 +95,57 @@ impl QueueDepths {
     }
 }
 
+/// What a core did for the cluster as coordinator of requests: erasure coding, how stripe
+/// reads and writes went, and its calls to other nodes. Totals since the core started, but
+/// `peer_calls_in_flight`, a gauge. The core copies them in before it publishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterCounters {
+    /// Stripes encoded (writes) and restored (reads, copies of whole data shards included).
+    pub stripes_encoded: u64,
+    pub stripes_decoded: u64,
+    /// Stripe bytes encoded and restored.
+    pub bytes_encoded: u64,
+    pub bytes_decoded: u64,
+    /// Time inside the codec, encoding and decoding, in nanoseconds.
+    pub coding_ns: u64,
+    /// Stripes restored with parity because data shards were missing, failed or corrupt.
+    pub degraded_reads: u64,
+    /// Extra shard requests sent because an answer was slow.
+    pub hedged_requests: u64,
+    /// Stripe reads that failed (too few shards of one version).
+    pub failed_reads: u64,
+    /// Stripe writes that missed their write quorum.
+    pub failed_writes: u64,
+    /// Calls to other nodes, and those that failed (errors, timeouts, lost connections).
+    pub peer_calls_total: u64,
+    pub peer_call_errors: u64,
+    /// Calls to other nodes waiting for their answer.
+    pub peer_calls_in_flight: u64,
+}
+
+impl ClusterCounters {
+    pub fn add(&mut self, other: &ClusterCounters) {
+        self.stripes_encoded += other.stripes_encoded;
+        self.stripes_decoded += other.stripes_decoded;
+        self.bytes_encoded += other.bytes_encoded;
+        self.bytes_decoded += other.bytes_decoded;
+        self.coding_ns += other.coding_ns;
+        self.degraded_reads += other.degraded_reads;
+        self.hedged_requests += other.hedged_requests;
+        self.failed_reads += other.failed_reads;
+        self.failed_writes += other.failed_writes;
+        self.peer_calls_total += other.peer_calls_total;
+        self.peer_call_errors += other.peer_call_errors;
+        self.peer_calls_in_flight += other.peer_calls_in_flight;
+    }
+
+    /// Seconds inside the codec.
+    pub fn coding_seconds(&self) -> f64 {
+        self.coding_ns as f64 / 1e9
+    }
+}
+
 /// Where a core publishes its counters and the management thread reads them.
 pub type Published = Arc<Mutex<Option<CoreSnapshot>>>;
 
@@ -201,6 +252,12 @@ impl CoreMetrics {
         self.live.connections_open -= 1;
     }
 
+    /// The cluster counters, copied in by the core (they live in its service state).
+    #[inline]
+    pub fn set_cluster(&mut self, counters: ClusterCounters) {
+        self.live.cluster = counters;
+    }
+
     /// The core's devices, refreshed by the core from its store before it publishes.
     pub fn devices_mut(&mut self) -> &mut Vec<DeviceSnapshot> {
         &mut self.live.devices
@@ -282,7 +339,16 @@ mod tests {
         metrics.add_busy(Duration::from_millis(30));
         metrics.add_idle(Duration::from_millis(10));
         metrics.count_loop();
+        metrics.set_cluster(ClusterCounters {
+            coding_ns: 5,
+            peer_calls_in_flight: 2,
+            ..ClusterCounters::default()
+        });
         let live = metrics.snapshot();
+        assert_eq!(live.cluster.coding_ns, 5);
+        let mut sum = live.cluster;
+        sum.add(&live.cluster);
+        assert_eq!((sum.coding_ns, sum.peer_calls_in_flight), (10, 4));
         assert_eq!((live.connections_open, live.connections_total), (1, 2));
         assert_eq!(live.queues.device_inflight, 7);
         assert_eq!(live.loops, 1);

@@ -21,8 +21,8 @@ pub mod top;
 
 pub use client::{fetch, fetch_report, print_stats, Format};
 pub use metrics::{
-    published_slot, read_all, read_published, CoreMetrics, Op, OpCounters, Published, QueueDepths,
-    PUBLISH_INTERVAL,
+    published_slot, read_all, read_published, ClusterCounters, CoreMetrics, Op, OpCounters,
+    Published, QueueDepths, PUBLISH_INTERVAL,
 };
 pub use report::NodeReport;
 pub use server::StatsServer;

@@ -3,7 +3,7 @@
 
 use std::fmt::{Display, Write};
 
-use super::metrics::Op;
+use super::metrics::{ClusterCounters, Op};
 use super::report::NodeReport;
 use super::snapshot::NodeSnapshot;
 
@@ -134,6 +134,7 @@ pub fn prometheus(report: &NodeReport) -> String {
     out.float("ds_node_uptime_seconds", &[], report.uptime_seconds);
     core_op_families(&mut out, report);
     core_families(&mut out, report);
+    cluster_families(&mut out, report);
     device_families(&mut out, report);
     overlay_families(&mut out, report);
     out.text
@@ -274,6 +275,95 @@ fn core_families(out: &mut Exposition, report: &NodeReport) {
         out.family(name, kind, help);
         for core in &report.cores {
             out.float(name, &[("core", &core.core.to_string())], field(core));
+        }
+    }
+}
+
+/// What each core did as coordinator: erasure coding, stripe reads and writes, peer calls.
+fn cluster_families(out: &mut Exposition, report: &NodeReport) {
+    type Field = fn(&ClusterCounters) -> f64;
+    let families: [(&str, &str, &str, Field); 12] = [
+        (
+            "ds_coding_stripes_encoded_total",
+            "counter",
+            "Stripes erasure-coded for writes.",
+            |c| c.stripes_encoded as f64,
+        ),
+        (
+            "ds_coding_stripes_decoded_total",
+            "counter",
+            "Stripes restored for reads (copies of whole data shards included).",
+            |c| c.stripes_decoded as f64,
+        ),
+        (
+            "ds_coding_bytes_encoded_total",
+            "counter",
+            "Stripe bytes encoded.",
+            |c| c.bytes_encoded as f64,
+        ),
+        (
+            "ds_coding_bytes_decoded_total",
+            "counter",
+            "Stripe bytes restored.",
+            |c| c.bytes_decoded as f64,
+        ),
+        (
+            "ds_coding_seconds_total",
+            "counter",
+            "Time inside the erasure codec, encoding and decoding.",
+            |c| c.coding_seconds(),
+        ),
+        (
+            "ds_coding_degraded_reads_total",
+            "counter",
+            "Stripes restored with parity because data shards were missing, failed or corrupt.",
+            |c| c.degraded_reads as f64,
+        ),
+        (
+            "ds_coding_hedged_requests_total",
+            "counter",
+            "Extra shard requests sent because an answer was slow.",
+            |c| c.hedged_requests as f64,
+        ),
+        (
+            "ds_coding_failed_reads_total",
+            "counter",
+            "Stripe reads that failed (too few shards of one version).",
+            |c| c.failed_reads as f64,
+        ),
+        (
+            "ds_coding_failed_writes_total",
+            "counter",
+            "Stripe writes that missed their write quorum.",
+            |c| c.failed_writes as f64,
+        ),
+        (
+            "ds_peer_calls_total",
+            "counter",
+            "Calls to other nodes.",
+            |c| c.peer_calls_total as f64,
+        ),
+        (
+            "ds_peer_call_errors_total",
+            "counter",
+            "Calls to other nodes that failed (errors, timeouts, lost connections).",
+            |c| c.peer_call_errors as f64,
+        ),
+        (
+            "ds_peer_calls_in_flight",
+            "gauge",
+            "Calls to other nodes waiting for their answer.",
+            |c| c.peer_calls_in_flight as f64,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        out.family(name, kind, help);
+        for core in &report.cores {
+            out.float(
+                name,
+                &[("core", &core.core.to_string())],
+                field(&core.cluster),
+            );
         }
     }
 }
@@ -457,8 +547,40 @@ pub fn table(report: &NodeReport) -> String {
         .unwrap();
     }
     text.push('\n');
+    text.push_str(&cluster_block(report));
+    text.push('\n');
     text.push_str(&device_table(report));
     text
+}
+
+/// Coding, stripe reads and writes, peer calls of the whole node: two lines of `ds stats`.
+pub fn cluster_block(report: &NodeReport) -> String {
+    let cluster = &report.totals.cluster;
+    let busy = report.totals.busy_seconds;
+    let coding_share = if busy > 0.0 {
+        cluster.coding_seconds() / busy * 100.0
+    } else {
+        0.0
+    };
+    format!(
+        "cluster  encoded {} stripes ({})  decoded {} ({})  coding {:.3} s = {:.1}% of busy\n\
+         {:<8} degraded reads {}  hedged {}  failed reads {} writes {}  \
+         peer calls {} errors {} in flight {}\n",
+        cluster.stripes_encoded,
+        human_bytes(cluster.bytes_encoded as f64),
+        cluster.stripes_decoded,
+        human_bytes(cluster.bytes_decoded as f64),
+        cluster.coding_seconds(),
+        coding_share,
+        "",
+        cluster.degraded_reads,
+        cluster.hedged_requests,
+        cluster.failed_reads,
+        cluster.failed_writes,
+        cluster.peer_calls_total,
+        cluster.peer_call_errors,
+        cluster.peer_calls_in_flight,
+    )
 }
 
 /// The device rows shared by `ds stats` and `ds top`.
@@ -546,6 +668,13 @@ mod tests {
             write_amplification: 1.5,
             ..DeviceSnapshot::default()
         });
+        metrics.set_cluster(ClusterCounters {
+            stripes_encoded: 3,
+            bytes_encoded: 3 << 20,
+            coding_ns: 1_500_000,
+            peer_calls_total: 18,
+            ..ClusterCounters::default()
+        });
         let core = metrics.snapshot().clone();
         let node = NodeSnapshot::new(
             7,
@@ -569,6 +698,8 @@ mod tests {
         assert_eq!(get.latency_us.max, 1000);
         assert_eq!(parsed.totals.ops["get"].count, 1000);
         assert_eq!(parsed.node_id, format!("{:032x}", 7));
+        assert_eq!(parsed.cores[0].cluster.stripes_encoded, 3);
+        assert_eq!(parsed.totals.cluster.peer_calls_total, 18);
     }
 
     #[test]
@@ -580,6 +711,9 @@ mod tests {
         assert!(text.contains("path=\"/dev/with \\\"quote\\\"\\\\\""));
         assert!(text.contains("# TYPE ds_op_latency_us summary\n"));
         assert!(text.contains("ds_device_write_amplification{core=\"0\",device=\"0\","));
+        assert!(text.contains("ds_coding_seconds_total{core=\"0\"} 0.0015\n"));
+        assert!(text.contains("ds_peer_calls_total{core=\"0\"} 18\n"));
+        assert!(text.contains("# TYPE ds_peer_calls_in_flight gauge\n"));
         assert_eq!(float(f64::INFINITY), "+Inf");
         assert_eq!(float(f64::NAN), "NaN");
         assert_eq!(float(0.25), "0.25");
@@ -599,6 +733,8 @@ mod tests {
         }
         assert!(text.contains("up 1h02m05s"), "{text}");
         assert!(text.contains("25.0"), "{text}");
+        assert!(text.contains("encoded 3 stripes (3.0 MiB)"), "{text}");
+        assert!(text.contains("peer calls 18 errors 0"), "{text}");
         assert_eq!(human_bytes(1536.0), "1.5 KiB");
         assert_eq!(human_bytes(10.0), "10 B");
         assert_eq!(shorten("/a/very/long/path", 8), "…ng/path");

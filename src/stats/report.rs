@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{Op, OpCounters, QueueDepths};
+use super::metrics::{ClusterCounters, Op, OpCounters, QueueDepths};
 use super::snapshot::{latency_histogram, CoreSnapshot, DeviceSnapshot, NodeSnapshot};
 
 /// Percentiles of one latency histogram, in microseconds.
@@ -83,6 +83,9 @@ pub struct CoreReport {
     pub loops: u64,
     pub queues: QueueDepths,
     pub connections: ConnectionsReport,
+    /// Coding, stripe reads and writes, calls to peers, as coordinator.
+    #[serde(default)]
+    pub cluster: ClusterCounters,
 }
 
 /// Sums over all cores and devices.
@@ -102,6 +105,8 @@ pub struct TotalsReport {
     pub read_errors: u64,
     pub write_errors: u64,
     pub corrupt_reads: u64,
+    #[serde(default)]
+    pub cluster: ClusterCounters,
 }
 
 /// The whole answer.
@@ -169,6 +174,7 @@ impl CoreReport {
                 open: core.connections_open,
                 total: core.connections_total,
             },
+            cluster: core.cluster,
         }
     }
 
@@ -204,6 +210,7 @@ impl NodeReport {
                 read_errors: totals.read_errors,
                 write_errors: totals.write_errors,
                 corrupt_reads: totals.corrupt_reads,
+                cluster: totals.cluster,
             },
             cores: node.cores.iter().map(CoreReport::new).collect(),
             devices: node.devices().cloned().collect(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{Op, OpCounters, QueueDepths};
+use super::metrics::{ClusterCounters, Op, OpCounters, QueueDepths};
 
 /// Lowest and highest latency a histogram tells apart, and its precision.
 pub const LATENCY_US_LOW: u64 = 1;
@@ -57,6 +57,8 @@ pub struct CoreSnapshot {
     pub connections_open: u64,
     pub connections_total: u64,
     pub devices: Vec<DeviceSnapshot>,
+    /// Coding, stripe reads and writes, calls to peers, as coordinator.
+    pub cluster: ClusterCounters,
 }
 
 impl CoreSnapshot {
@@ -74,6 +76,7 @@ impl CoreSnapshot {
             connections_open: 0,
             connections_total: 0,
             devices: Vec::new(),
+            cluster: ClusterCounters::default(),
         }
     }
 
@@ -109,6 +112,7 @@ impl CoreSnapshot {
         self.connections_open = source.connections_open;
         self.connections_total = source.connections_total;
         self.devices.clone_from(&source.devices);
+        self.cluster = source.cluster;
     }
 }
 
@@ -152,6 +156,7 @@ pub struct NodeTotals {
     pub read_errors: u64,
     pub write_errors: u64,
     pub corrupt_reads: u64,
+    pub cluster: ClusterCounters,
 }
 
 impl NodeTotals {
@@ -199,6 +204,7 @@ impl NodeSnapshot {
             read_errors: 0,
             write_errors: 0,
             corrupt_reads: 0,
+            cluster: ClusterCounters::default(),
         };
         for core in &self.cores {
             for op in Op::ALL {
@@ -213,6 +219,7 @@ impl NodeSnapshot {
             totals.queues.add(&core.queues);
             totals.connections_open += core.connections_open;
             totals.connections_total += core.connections_total;
+            totals.cluster.add(&core.cluster);
         }
         for device in self.devices() {
             totals.used_bytes += device.used_bytes;
@@ -241,6 +248,7 @@ mod tests {
             path: "/d".into(),
             ..DeviceSnapshot::default()
         });
+        source.cluster.stripes_encoded = 9;
         let mut target = CoreSnapshot::new(0);
         target.latency_us[Op::Put.index()].record(99).unwrap();
         target.copy_from(&source);
@@ -250,6 +258,7 @@ mod tests {
         assert_eq!(target.latency(Op::Get).max(), 30);
         assert_eq!(target.latency(Op::Put).len(), 0);
         assert_eq!(target.devices, source.devices);
+        assert_eq!(target.cluster.stripes_encoded, 9);
     }
 
     #[test]
@@ -258,6 +267,7 @@ mod tests {
         first.ops[Op::Put.index()].count = 2;
         first.latency_us[Op::Put.index()].record(100).unwrap();
         first.busy = Duration::from_secs(1);
+        first.cluster.coding_ns = 7;
         first.idle = Duration::from_secs(3);
         first.devices.push(DeviceSnapshot {
             used_bytes: 10,
@@ -274,6 +284,7 @@ mod tests {
         assert_eq!(totals.latency_us[Op::Put.index()].len(), 3);
         assert_eq!(totals.used_bytes, 20);
         assert_eq!(totals.free_bytes, 180);
+        assert_eq!(totals.cluster.coding_ns, 14);
         assert!((totals.busy_fraction() - 0.25).abs() < 1e-9);
     }
 }

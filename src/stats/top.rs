@@ -123,6 +123,55 @@ pub fn op_rates(previous: &NodeReport, current: &NodeReport, op: Op) -> Rates {
     sum
 }
 
+/// What the node did as coordinator in the interval, summed over cores (each core's share
+/// divided by its own clock).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClusterRates {
+    pub encoded_megabytes_per_second: f64,
+    pub decoded_megabytes_per_second: f64,
+    /// Codec time per busy loop time in the interval, 0 without busy time.
+    pub coding_busy_fraction: f64,
+    pub peer_calls_per_second: f64,
+    pub peer_errors_per_second: f64,
+    pub degraded_reads_per_second: f64,
+    pub hedged_requests_per_second: f64,
+    /// Calls to peers waiting now.
+    pub peer_calls_in_flight: u64,
+}
+
+pub fn cluster_rates(previous: &NodeReport, current: &NodeReport) -> ClusterRates {
+    let mut rates = ClusterRates::default();
+    let (mut coding, mut busy) = (0.0, 0.0);
+    for core in &current.cores {
+        let before = previous_core(previous, core);
+        let seconds = core_seconds(before, core);
+        let was = before.map(|core| core.cluster).unwrap_or_default();
+        let now = core.cluster;
+        let per_second = |now: u64, was: u64| {
+            if seconds > 0.0 {
+                now.saturating_sub(was) as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        rates.encoded_megabytes_per_second +=
+            per_second(now.bytes_encoded, was.bytes_encoded) / 1e6;
+        rates.decoded_megabytes_per_second +=
+            per_second(now.bytes_decoded, was.bytes_decoded) / 1e6;
+        rates.peer_calls_per_second += per_second(now.peer_calls_total, was.peer_calls_total);
+        rates.peer_errors_per_second += per_second(now.peer_call_errors, was.peer_call_errors);
+        rates.degraded_reads_per_second += per_second(now.degraded_reads, was.degraded_reads);
+        rates.hedged_requests_per_second += per_second(now.hedged_requests, was.hedged_requests);
+        rates.peer_calls_in_flight += now.peer_calls_in_flight;
+        coding += now.coding_ns.saturating_sub(was.coding_ns) as f64 / 1e9;
+        busy += core.busy_seconds - before.map_or(0.0, |core| core.busy_seconds);
+    }
+    if busy > 0.0 {
+        rates.coding_busy_fraction = coding / busy;
+    }
+    rates
+}
+
 /// One screen: node line, cores, ops, devices.
 pub fn frame(previous: &NodeReport, current: &NodeReport, interval: Duration) -> String {
     let mut text = String::new();
@@ -200,6 +249,21 @@ pub fn frame(previous: &NodeReport, current: &NodeReport, interval: Duration) ->
         .unwrap();
     }
     text.push_str("(avg: this interval; p99: since start)\n\n");
+    let cluster = cluster_rates(previous, current);
+    writeln!(
+        text,
+        "cluster  encode {:.1} MB/s  decode {:.1} MB/s  coding {:.1}% of busy  degraded {:.1}/s  hedged {:.1}/s\n\
+         peers    {:.0} calls/s  {:.1} errors/s  {} in flight\n",
+        cluster.encoded_megabytes_per_second,
+        cluster.decoded_megabytes_per_second,
+        cluster.coding_busy_fraction * 100.0,
+        cluster.degraded_reads_per_second,
+        cluster.hedged_requests_per_second,
+        cluster.peer_calls_per_second,
+        cluster.peer_errors_per_second,
+        cluster.peer_calls_in_flight,
+    )
+    .unwrap();
     text.push_str(&device_table(current));
     text
 }
@@ -272,6 +336,13 @@ mod tests {
         metrics.record(Op::Put, 0, Duration::from_micros(40), false);
         metrics.add_busy(Duration::from_millis(1500));
         metrics.add_idle(Duration::from_millis(500));
+        metrics.set_cluster(crate::stats::ClusterCounters {
+            bytes_encoded: 4_000_000,
+            coding_ns: 150_000_000,
+            peer_calls_total: 600,
+            peer_calls_in_flight: 5,
+            ..Default::default()
+        });
         let after = report(&mut metrics, Duration::from_secs(3));
 
         let rates = core_rates(before.cores.first(), &after.cores[0]);
@@ -289,6 +360,14 @@ mod tests {
         assert!(text.contains("ds top"), "{text}");
         assert!(text.contains(" 100.0 "), "{text}");
         assert!(!text.contains(CLEAR_SCREEN));
+
+        let cluster = cluster_rates(&before, &after);
+        assert!((cluster.encoded_megabytes_per_second - 2.0).abs() < 1e-9);
+        assert!((cluster.coding_busy_fraction - 0.1).abs() < 1e-9);
+        assert!((cluster.peer_calls_per_second - 300.0).abs() < 1e-9);
+        assert_eq!(cluster.peer_calls_in_flight, 5);
+        assert!(text.contains("coding 10.0% of busy"), "{text}");
+        assert!(text.contains("300 calls/s"), "{text}");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! kept in flight, pipelined over `connections` connections (one thread each); latencies go
 //! into one HdrHistogram.
 //!
+//! `node` may name several nodes, comma-separated (`ds --node A,B,C bench ...`): connection i
+//! goes to node i mod their number, so the load (and the coordination of every request it
+//! carries) is spread over a cluster. One address is the plain single-node benchmark.
+//!
 //! Objects: every connection creates [`OBJECTS_PER_WORKER`] objects first. PUT writes `size`
 //! bytes at offset 0 of the next one (a whole-object overwrite after the first round); GET
 //! reads a whole object back (they are filled before timing starts); mixed alternates.
@@ -28,6 +32,7 @@ pub enum BenchOp {
 }
 
 pub struct Spec {
+    /// One address, or several separated by commas (connections go round-robin over them).
     pub node: String,
     pub op: BenchOp,
     pub size: u64,
@@ -48,6 +53,8 @@ pub struct Report {
     pub scheme: Option<Scheme>,
     pub concurrency: usize,
     pub connections: usize,
+    /// The nodes the connections went to, round-robin.
+    pub nodes: Vec<String>,
     pub seconds: f64,
     pub ops: u64,
     pub ops_per_second: f64,
@@ -67,13 +74,14 @@ pub struct Percentiles {
 impl Report {
     pub fn human(&self) -> String {
         format!(
-            "{:?} {} B scheme {}, {} in flight on {} connections, {:.1} s: {} ops, {:.0} ops/s, {:.1} MB/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "{:?} {} B scheme {}, {} in flight on {} connections to {} node(s), {:.1} s: {} ops, {:.0} ops/s, {:.1} MB/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
             self.op,
             self.size,
             self.scheme
                 .map_or_else(|| "default".to_string(), |s| s.to_string()),
             self.concurrency,
             self.connections,
+            self.nodes.len(),
             self.seconds,
             self.ops,
             self.ops_per_second,
@@ -92,10 +100,12 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     anyhow::ensure!(size > 0, "--size must be at least 1 byte");
     // Prepare every connection (objects created, filled for reads) before the clock starts.
     let connections = spec.connections.clamp(1, spec.concurrency);
+    let nodes = node_list(&spec.node)?;
     let mut workers = Vec::new();
-    for _ in 0..connections {
-        let mut client = Client::connect(spec.node.as_str(), CONNECT_TIMEOUT)
-            .with_context(|| format!("connecting to {}", spec.node))?;
+    for connection in 0..connections {
+        let node = nodes[connection % nodes.len()].as_str();
+        let mut client = Client::connect(node, CONNECT_TIMEOUT)
+            .with_context(|| format!("connecting to {node}"))?;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
         let mut objects = Vec::new();
         for _ in 0..OBJECTS_PER_WORKER {
@@ -155,6 +165,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         scheme: spec.scheme,
         concurrency: spec.concurrency,
         connections,
+        nodes: nodes.into_iter().take(connections).collect(),
         seconds,
         ops,
         ops_per_second: ops as f64 / seconds,
@@ -167,6 +178,21 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
             max: histogram.max(),
         },
     })
+}
+
+/// The addresses of a comma-separated list, blanks trimmed; at least one.
+fn node_list(text: &str) -> anyhow::Result<Vec<String>> {
+    let nodes: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(
+        !nodes.is_empty(),
+        "--node names no node (one HOST:PORT, or several separated by commas)"
+    );
+    Ok(nodes)
 }
 
 /// One connection's share of the load.
@@ -243,5 +269,17 @@ fn work(worker: Worker, stop: &AtomicBool, done: &AtomicU64) -> anyhow::Result<H
         histogram.record(began.elapsed().as_micros().max(1) as u64)?;
         inflight.remove(&request_id);
         done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_list;
+
+    #[test]
+    fn node_lists() {
+        assert_eq!(node_list("127.0.0.1:7000").unwrap(), ["127.0.0.1:7000"]);
+        assert_eq!(node_list("a:1, b:2,,c:3,").unwrap(), ["a:1", "b:2", "c:3"]);
+        assert!(node_list(" , ").is_err());
     }
 }
