@@ -525,6 +525,31 @@ fn assert_all_exact(what: &str, objects: &[Obj], outcomes: &[(usize, usize, Outc
     );
 }
 
+/// Panics on wrong bytes and on errors without a status and message; returns how many reads
+/// were exact and how many failed clearly.
+fn assert_never_wrong(
+    what: &str,
+    objects: &[Obj],
+    outcomes: &[(usize, usize, Outcome)],
+) -> (usize, usize) {
+    let (mut exact, mut failed) = (0, 0);
+    for (node, index, outcome) in outcomes {
+        let object = &objects[*index];
+        match outcome {
+            Outcome::Exact => exact += 1,
+            Outcome::Wrong(problem) => panic!("{what}: {problem}"),
+            Outcome::Failed(ClientError::Server { message, .. }) if !message.trim().is_empty() => {
+                failed += 1
+            }
+            Outcome::Failed(error) => panic!(
+                "{what}: GET {} through node {node} failed without a clear error: {error:?}",
+                object.id
+            ),
+        }
+    }
+    (exact, failed)
+}
+
 /// Reads every object through the live nodes in turn until it reads exact, for up to
 /// `READABLE_AGAIN_TIMEOUT`; wrong bytes fail at once.
 fn assert_readable_again(cluster: &Cluster, objects: &[Obj]) {
@@ -1003,15 +1028,59 @@ fn schemes_on_a_six_node_cluster() {
         other => panic!("a 4+2 PUT reaching 4 of 6 nodes (quorum 5) answered {other:?}"),
     }
     drop(client);
+    // Until the refused write's shards have all landed, a stripe may hold shards of two
+    // versions and no K of one: a clear error then, never wrong bytes.
     let four_two = [plain, put];
-    assert_all_exact(
+    let (exact, failed) = assert_never_wrong(
         "4+2 after a refused PUT, two nodes down",
         &four_two,
         &read_all(&cluster, &live, &four_two, true),
     );
+    eprintln!("after the refused PUT, two nodes down: {exact} reads exact, {failed} refused");
     cluster.restart(doomed[0]);
     cluster.restart(doomed[1]);
     cluster.wait_converged();
     assert_readable_again(&cluster, &four_two);
+    cluster.assert_running();
+}
+
+/// A 4+2 PUT refused for want of its quorum (2 of 6 nodes down) while its shard writes to the 4
+/// others are still in flight, then a 3rd node crashes: once all 3 return, the object must read
+/// again (the refused write was never acknowledged, no device lost anything). Ignored: today
+/// the stripe is left with 3 shards of the refused version and 3 of the old one, and no version
+/// has the 4 a read needs, for good (issue 5 report).
+#[test]
+#[ignore = "node: a refused PUT cut short by a crash leaves stripes undecodable"]
+fn a_refused_put_cut_short_by_a_crash_loses_nothing() {
+    let seed = test_seed("a_refused_put_cut_short_by_a_crash_loses_nothing");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::up("cluster_ec_refused", 6, "4+2");
+    let all: Vec<usize> = (0..cluster.len()).collect();
+    let specs: Vec<(u64, u64)> = (0..6u64).map(|i| (300 + i, 4096 << i)).collect();
+    let objects = write_all(&cluster, &all, scheme("4+2"), &specs);
+    let mut order = all.clone();
+    order.shuffle(&mut rng);
+    eprintln!(
+        "killing nodes {:?}, then {} right after the refused PUTs",
+        &order[..2],
+        order[2]
+    );
+    cluster.kill(order[0]);
+    cluster.kill(order[1]);
+    let mut client = cluster.client(order[3]);
+    for object in &objects {
+        let refused = client.put(object.id, 0, &pattern(object.seed, object.size as usize));
+        assert!(
+            refused.is_err(),
+            "a PUT reaching 4 of 6 nodes was acknowledged"
+        );
+    }
+    drop(client);
+    cluster.kill(order[2]);
+    for &node in &order[..3] {
+        cluster.restart(node);
+    }
+    cluster.wait_converged();
+    assert_readable_again(&cluster, &objects);
     cluster.assert_running();
 }
