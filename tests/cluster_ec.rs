@@ -1056,7 +1056,7 @@ fn a_refused_put_cut_short_by_a_crash_loses_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut cluster = Cluster::up("cluster_ec_refused", 6, "4+2");
     let all: Vec<usize> = (0..cluster.len()).collect();
-    let specs: Vec<(u64, u64)> = (0..6u64).map(|i| (300 + i, 4096 << i)).collect();
+    let specs: Vec<(u64, u64)> = (0..40u64).map(|i| (300 + i, [4096, 100_000, MIB + 1][i as usize % 3])).collect();
     let objects = write_all(&cluster, &all, scheme("4+2"), &specs);
     let mut order = all.clone();
     order.shuffle(&mut rng);
