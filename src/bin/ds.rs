@@ -270,6 +270,19 @@ fn run(args: Args) -> anyhow::Result<()> {
                         stat.parts.len()
                     );
                 }
+                println!("missing:  {} shards", stat.missing.len());
+                for gap in stat.missing.iter().take(16) {
+                    println!(
+                        "  stripe {} shard {} should be on node {}: {}",
+                        gap.stripe, gap.shard, gap.node, gap.reason
+                    );
+                }
+                if stat.stripes_listed < stat.stripes {
+                    println!(
+                        "  (the first {} of {} stripes listed)",
+                        stat.stripes_listed, stat.stripes
+                    );
+                }
             }
         }
         Command::Ping => {

@@ -28,7 +28,7 @@ pub const OBJECT_BYTES_MAX: u64 = ds_objects::limits::OBJECT_BYTES_MAX;
 /// Stripe reads a GET keeps in flight ahead of the frame being sent.
 const GET_READ_AHEAD: usize = 4;
 /// Stripes STAT lists the shards of; beyond, the reply says how many there are.
-const STAT_STRIPES_MAX: u64 = 4096;
+const STAT_STRIPES_MAX: u64 = 65_536;
 /// Largest responsible set an OVERLAY request may ask for.
 const OVERLAY_SET_MAX: usize = 64;
 
@@ -338,35 +338,44 @@ async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         })
         .collect();
     let mut parts = Vec::new();
-    let mut missing = Vec::new();
+    let mut answers = Vec::new();
     for ((node, _, mask), ask) in nodes.iter().zip(asks) {
         let name = format!("{node:032x}");
-        let (held, reason) = match ask.await {
-            Ok(held) => (held, "absent".to_string()),
-            Err(error) => (Vec::new(), error.to_string()),
-        };
-        for stripe in 0..listed as u32 {
-            for shard in (0..64u8).filter(|i| mask >> i & 1 == 1) {
-                let here: Vec<_> = held
-                    .iter()
-                    .filter(|h| h.stripe == stripe && h.shard == shard)
-                    .collect();
-                if here.is_empty() {
-                    missing.push(StatMissing {
-                        stripe,
-                        shard,
-                        node: name.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                for h in here {
+        match ask.await {
+            Ok(held) => {
+                for h in &held {
                     parts.push(StatPart {
-                        stripe,
-                        shard,
+                        stripe: h.stripe,
+                        shard: h.shard,
                         node: name.clone(),
                         device: h.device.clone(),
                     });
                 }
+                answers.push((name, *mask, Ok(held)));
+            }
+            Err(error) => answers.push((name, *mask, Err(error.to_string()))),
+        }
+    }
+    // A stripe no node holds anything of is a hole, not a loss: only stripes with some shard
+    // somewhere have missing shards.
+    let written: std::collections::BTreeSet<u32> = parts.iter().map(|p| p.stripe).collect();
+    let mut missing = Vec::new();
+    for (name, mask, answer) in &answers {
+        for &stripe in &written {
+            for shard in (0..64u8).filter(|i| mask >> i & 1 == 1) {
+                let reason = match answer {
+                    Ok(held) if held.iter().any(|h| h.stripe == stripe && h.shard == shard) => {
+                        continue
+                    }
+                    Ok(_) => "absent".to_string(),
+                    Err(error) => error.clone(),
+                };
+                missing.push(StatMissing {
+                    stripe,
+                    shard,
+                    node: name.clone(),
+                    reason,
+                });
             }
         }
     }
