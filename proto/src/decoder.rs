@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn unknown_opcode_skips_the_payload() {
         let mut bytes = ping(5, b"xyz");
-        bytes[6] = 0x42;
+        bytes[6] = 0x7e;
         reseal(&mut bytes);
         bytes.extend(ping(6, b""));
         let mut decoder = FrameDecoder::new();
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(
             error,
             DecodeError::Header(HeaderError::UnknownOpcode {
-                opcode: 0x42,
+                opcode: 0x7e,
                 request_id: 5
             })
         );

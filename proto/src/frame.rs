@@ -203,11 +203,11 @@ mod tests {
 
     #[test]
     fn reply_chunks_cover_the_range() {
-        let total = 2 * MAX_PAYLOAD as u64 + 10;
+        let total = 2 * DATA_CHUNK_BYTES as u64 + 10;
         let chunks: Vec<_> = ReplyChunks::new(100, total).unwrap().collect();
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0].offset, 100);
-        assert_eq!(chunks[1].offset, 100 + MAX_PAYLOAD as u64);
+        assert_eq!(chunks[1].offset, 100 + DATA_CHUNK_BYTES as u64);
         assert_eq!(chunks[2].bytes, 10);
         assert_eq!(
             chunks.iter().map(|c| c.more).collect::<Vec<_>>(),
@@ -221,7 +221,9 @@ mod tests {
         assert_eq!(empty.len(), 1);
         assert_eq!((empty[0].bytes, empty[0].more), (0, false));
 
-        let exact: Vec<_> = ReplyChunks::new(0, MAX_PAYLOAD as u64).unwrap().collect();
+        let exact: Vec<_> = ReplyChunks::new(0, DATA_CHUNK_BYTES as u64)
+            .unwrap()
+            .collect();
         assert_eq!(exact.len(), 1);
         assert!(ReplyChunks::new(u64::MAX, 1).is_none());
     }

@@ -420,13 +420,13 @@ mod tests {
         );
 
         let mut bytes = good;
-        bytes[6] = 0x41;
+        bytes[6] = 0x7f;
         reseal(&mut bytes);
         let error = Header::decode(&bytes).unwrap_err();
         assert_eq!(
             error,
             HeaderError::UnknownOpcode {
-                opcode: 0x41,
+                opcode: 0x7f,
                 request_id
             }
         );

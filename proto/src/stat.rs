@@ -105,7 +105,7 @@ mod tests {
         let text = std::str::from_utf8(&bytes).unwrap();
         assert_eq!(
             text,
-            r#"{"id":"00000000000000000000000000000abc","size":12345,"scheme":"4+2","version":77,"parts":[{"stripe":0,"shard":5,"node":"10.0.0.7:7000","device":"/dev/nvme0n1"}]}"#
+            r#"{"id":"00000000000000000000000000000abc","size":12345,"scheme":"4+2","version":77,"parts":[{"stripe":0,"shard":5,"node":"10.0.0.7:7000","device":"/dev/nvme0n1"}],"missing":[],"stripes":1,"stripes_listed":1}"#
         );
         assert_eq!(StatReply::decode(&bytes).unwrap(), reply);
         let with_time = StatReply {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{spawn, Fault, Options};
 use ds_proto::{
     Client, ClientError, Frame, Header, ObjectId, Opcode, ProtocolError, Scheme, Status,
-    LENGTH_TO_END, MAX_PAYLOAD,
+    DATA_CHUNK_BYTES, LENGTH_TO_END, MAX_PAYLOAD,
 };
 
 fn connect(options: Options) -> (Client, std::thread::JoinHandle<Vec<Opcode>>) {
@@ -75,7 +75,7 @@ fn pipelined_put_with_replies_out_of_order() {
         ..Options::default()
     });
     let id = client.create(Some(Scheme::new(2, 1).unwrap())).unwrap();
-    let data = pattern(8 * MAX_PAYLOAD, 1);
+    let data = pattern(8 * DATA_CHUNK_BYTES, 1);
     let mut reports = Vec::new();
     let written = client
         .put_from(id, 0, &data[..], &mut |done| reports.push(done))
@@ -96,9 +96,14 @@ fn pipelined_put_with_replies_out_of_order() {
     assert_eq!(read, data.len() as u64);
     assert!(out == data, "data differs");
     assert_eq!(progress.len(), 8);
-    let start = MAX_PAYLOAD + MAX_PAYLOAD / 2;
-    let part = get_all(&mut client, id, start as u64, 2 * MAX_PAYLOAD as u64 + 3);
-    assert!(part == data[start..start + 2 * MAX_PAYLOAD + 3]);
+    let start = DATA_CHUNK_BYTES + DATA_CHUNK_BYTES / 2;
+    let part = get_all(
+        &mut client,
+        id,
+        start as u64,
+        2 * DATA_CHUNK_BYTES as u64 + 3,
+    );
+    assert!(part == data[start..start + 2 * DATA_CHUNK_BYTES + 3]);
     drop(client);
     let seen = node.join().unwrap();
     assert_eq!(seen.iter().filter(|op| **op == Opcode::Put).count(), 8);
@@ -123,7 +128,7 @@ impl Read for Trickle<'_> {
 fn put_from_a_slow_reader_fills_whole_frames() {
     let (mut client, _node) = connect(Options::default());
     let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
-    let data = pattern(3 * MAX_PAYLOAD + 17, 9);
+    let data = pattern(3 * DATA_CHUNK_BYTES + 17, 9);
     let mut reports = Vec::new();
     let source = Trickle {
         data: &data,
@@ -153,7 +158,7 @@ fn empty_put_reaches_the_node() {
 #[test]
 fn put_error_drains_the_pipeline() {
     let (mut client, _node) = connect(Options::default());
-    let data = pattern(5 * MAX_PAYLOAD, 3);
+    let data = pattern(5 * DATA_CHUNK_BYTES, 3);
     let error = client.put(ObjectId(7), 0, &data).unwrap_err();
     assert_eq!(error.status(), Some(Status::NotFound));
     // Every reply in flight was read: the next request gets its own reply.
@@ -177,10 +182,10 @@ fn failing_source_stops_the_put_cleanly() {
     let (mut client, _node) = connect(Options::default());
     let id = client.create(Some(Scheme::new(1, 1).unwrap())).unwrap();
     let error = client
-        .put_from(id, 0, Failing(2 * MAX_PAYLOAD), &mut |_| {})
+        .put_from(id, 0, Failing(2 * DATA_CHUNK_BYTES), &mut |_| {})
         .unwrap_err();
     assert!(matches!(error, ClientError::Source(_)), "{error}");
-    assert_eq!(client.stat(id).unwrap().size, 2 * MAX_PAYLOAD as u64);
+    assert_eq!(client.stat(id).unwrap().size, 2 * DATA_CHUNK_BYTES as u64);
 }
 
 #[test]
@@ -214,7 +219,7 @@ fn stat_reply_spanning_frames() {
     assert_eq!(stat.parts.len(), 30_000);
     assert_eq!(stat.parts[29_999].stripe, 29_999 / 14);
     assert!(
-        stat.encode().len() > MAX_PAYLOAD,
+        stat.encode().len() > DATA_CHUNK_BYTES,
         "the test needs several frames"
     );
 }
@@ -226,7 +231,9 @@ fn offset_gap_in_a_get_reply_is_caught() {
         ..Options::default()
     });
     let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
-    client.put(id, 0, &pattern(2 * MAX_PAYLOAD, 0)).unwrap();
+    client
+        .put(id, 0, &pattern(2 * DATA_CHUNK_BYTES, 0))
+        .unwrap();
     let error = client
         .get(id, 0, LENGTH_TO_END, io::sink(), &mut |_| {})
         .unwrap_err();
@@ -234,7 +241,7 @@ fn offset_gap_in_a_get_reply_is_caught() {
         matches!(
             error,
             ClientError::Protocol(ProtocolError::OffsetGap { expected, found, .. })
-                if expected == MAX_PAYLOAD as u64 && found == expected + 1
+                if expected == DATA_CHUNK_BYTES as u64 && found == expected + 1
         ),
         "{error}"
     );

@@ -147,6 +147,27 @@ pub async fn write(
         coding.stripes_encoded += 1;
         coding.bytes_encoded += stripe.len() as u64;
     }
+    // Nodes this one does not know cannot take a shard: refuse before writing any, rather
+    // than leave shards of a version that can never be acknowledged.
+    let known = plan
+        .targets
+        .iter()
+        .filter(|t| !matches!(t, Target::Unknown(_)))
+        .count();
+    if known < usize::from(plan.quorum.w()) {
+        ctx.coding.borrow_mut().failed_writes += 1;
+        return Err(refuse(
+            Status::Unavailable,
+            format!(
+                "stripe {} of {}: {known} of its {} nodes are known to be up, {} must take the \
+                 write; nothing was written",
+                range.stripe,
+                ObjectId(object),
+                plan.targets.len(),
+                plan.quorum.w()
+            ),
+        ));
+    }
     let version = ctx.hlc.borrow_mut().now(now_ns());
     let start = layout.stripe_start(range.stripe);
     let object_bytes = size.max(start + u64::from(range.end()));
@@ -185,7 +206,7 @@ pub async fn write(
     }
     let mut tracker = WriteTracker::new(plan.quorum);
     let mut errors = Vec::new();
-    loop {
+    for answered in 1..=usize::from(scheme.n()) {
         let (shard, result) = gather.next().await;
         let outcome = match result {
             Ok(()) => ShardOutcome::Durable,
@@ -204,25 +225,49 @@ pub async fn write(
         match tracker.handle_outcome(shard, outcome) {
             WriteState::Pending => {}
             WriteState::Acked => return Ok(()),
+            WriteState::Failed(_) if answered < usize::from(scheme.n()) => {
+                // Not acknowledged, but shards still in flight may land: wait for them (each
+                // call is bounded by its timeout), so the reply comes after every shard of
+                // this version that will land has, and a caller that sees the error next
+                // finds the stripe settled (K of one version or the other).
+            }
             WriteState::Failed(error) => {
-                ctx.coding.borrow_mut().failed_writes += 1;
-                let status = if errors.iter().any(|e| e.contains("no space")) {
-                    Status::NoSpace
-                } else {
-                    Status::Unavailable
-                };
-                return Err(refuse(
-                    status,
-                    format!(
-                        "stripe {} of {}: {error} ({})",
-                        range.stripe,
-                        ObjectId(object),
-                        errors.join("; ")
-                    ),
-                ));
+                return Err(write_failed(ctx, plan, &range, error, &errors))
             }
         }
     }
+    match tracker.state() {
+        WriteState::Acked => Ok(()),
+        WriteState::Failed(error) => Err(write_failed(ctx, plan, &range, error, &errors)),
+        WriteState::Pending => Err(refuse(
+            Status::Internal,
+            "a stripe write had every answer and no decision",
+        )),
+    }
+}
+
+fn write_failed(
+    ctx: &CoreCtx,
+    plan: &ObjectPlan,
+    range: &StripeRange,
+    error: ds_objects::WriteError,
+    errors: &[String],
+) -> Refusal {
+    ctx.coding.borrow_mut().failed_writes += 1;
+    let status = if errors.iter().any(|e| e.contains("no space")) {
+        Status::NoSpace
+    } else {
+        Status::Unavailable
+    };
+    refuse(
+        status,
+        format!(
+            "stripe {} of {}: {error} ({})",
+            range.stripe,
+            ObjectId(plan.object),
+            errors.join("; ")
+        ),
+    )
 }
 
 enum Event {
