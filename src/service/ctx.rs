@@ -87,6 +87,10 @@ pub struct CoreCtx {
     /// Largest end of the writes this core started per object, so a read-modify-write keeps the
     /// bytes of a write whose size update is still in flight.
     pub write_ends: RefCell<HashMap<u128, u64>>,
+    /// Size growth this core coordinates: the largest size asked for and the largest made
+    /// durable per object, and a lock so one metadata update serves every PUT waiting.
+    pub grows: RefCell<HashMap<u128, (u64, u64)>>,
+    pub grow_locks: Rc<RefCell<LockTable<u128>>>,
     pub policy: RefCell<ObjectsConfig>,
     /// Erasure coding done by this core as coordinator.
     pub coding: RefCell<CodingCounters>,
@@ -155,6 +159,8 @@ impl CoreCtx {
             hlc: RefCell::default(),
             codecs: RefCell::default(),
             write_ends: RefCell::default(),
+            grows: RefCell::default(),
+            grow_locks: Rc::default(),
             policy: RefCell::default(),
             coding: RefCell::default(),
         })

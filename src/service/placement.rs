@@ -138,6 +138,50 @@ pub async fn update(
     Ok(merged)
 }
 
+/// Entries in a core's table of size growth before it is cleared.
+const GROWS_MAX: usize = 65_536;
+
+/// Makes the object's size at least `end` on a majority of its copies. Concurrent calls for one
+/// object on this core share updates: while one is in flight the others wait, then one update
+/// carries the largest size any of them asked for. Answers the merged record.
+pub async fn grow(
+    ctx: &Rc<CoreCtx>,
+    meta: &ObjectMeta,
+    object: u128,
+    end: u64,
+) -> Result<ObjectMeta, Refusal> {
+    {
+        let mut grows = ctx.grows.borrow_mut();
+        if grows.len() >= GROWS_MAX && !grows.contains_key(&object) {
+            grows.clear();
+        }
+        let (wanted, _) = grows.entry(object).or_insert((0, 0));
+        *wanted = (*wanted).max(end);
+    }
+    let _guard = crate::reactor::lock::lock(&ctx.grow_locks, object).await;
+    let (wanted, durable) = ctx.grows.borrow().get(&object).copied().unwrap_or((end, 0));
+    if durable >= end {
+        return Ok(ObjectMeta {
+            size: meta.size.max(durable),
+            ..meta.clone()
+        });
+    }
+    let size = wanted.max(end);
+    let merged = update(
+        ctx,
+        object,
+        &ObjectMeta {
+            size,
+            ..meta.clone()
+        },
+    )
+    .await?;
+    if let Some((_, durable)) = ctx.grows.borrow_mut().get_mut(&object) {
+        *durable = (*durable).max(size);
+    }
+    Ok(merged)
+}
+
 /// The object's metadata as the copies agree; NOT_FOUND for an unknown or deleted object.
 pub async fn resolve(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
     let targets = meta_targets(ctx, object);

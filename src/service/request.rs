@@ -167,15 +167,7 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -
     }
     // An empty write only tells whether the object exists; it never grows it.
     if end > meta.size && written > 0 {
-        let grown = placement::update(
-            ctx,
-            object,
-            &crate::service::meta::ObjectMeta {
-                size: end,
-                ..meta.clone()
-            },
-        )
-        .await?;
+        let grown = placement::grow(ctx, &meta, object, end).await?;
         if grown.deleted {
             return Err(refuse(
                 Status::NotFound,
