@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    if data.len() >= 44 {
+    if data.len() >= 52 {
         let mut forged = data.to_vec();
         forged[..4].copy_from_slice(b"DSOM");
         forged[4..6].copy_from_slice(&2u16.to_le_bytes());

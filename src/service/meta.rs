@@ -17,8 +17,9 @@
 //! | 16..24 | object size in bytes |
 //! | 24..32 | creation time, ns since the Unix epoch |
 //! | 32..40 | generation: the version CREATE gave the object |
-//! | 40..40+16P | node id holding shard i, for i in 0..P |
-//! | 40+16P..44+16P | crc32c of every byte before |
+//! | 40..48 | placement version: bumped by every move of shards (repair, join, drain) |
+//! | 48..48+16P | node id holding shard i, for i in 0..P |
+//! | 48+16P..52+16P | crc32c of every byte before |
 
 use thiserror::Error;
 
@@ -26,7 +27,7 @@ use thiserror::Error;
 pub const META_STRIPE: u32 = u32::MAX;
 /// Bytes of a format 1 record (single node, before the cluster).
 const V1_BYTES: usize = 40;
-const FIXED_BYTES: usize = 40;
+const FIXED_BYTES: usize = 48;
 const MAGIC: [u8; 4] = *b"DSOM";
 const FORMAT: u16 = 2;
 const FLAG_DELETED: u8 = 1;
@@ -42,6 +43,8 @@ pub struct ObjectMeta {
     pub created_ns: u64,
     pub generation: u64,
     pub deleted: bool,
+    /// Which placement this is: a move of shards writes a higher one, and the higher wins.
+    pub placement_version: u64,
     /// The node holding shard i of every stripe. Empty in format 1 records: all on this node.
     pub placement: Vec<u128>,
     /// Version of the local record this was read from or written as (from the record header).
@@ -80,6 +83,7 @@ impl ObjectMeta {
         b[16..24].copy_from_slice(&self.size.to_le_bytes());
         b[24..32].copy_from_slice(&self.created_ns.to_le_bytes());
         b[32..40].copy_from_slice(&self.generation.to_le_bytes());
+        b[40..48].copy_from_slice(&self.placement_version.to_le_bytes());
         for (i, node) in self.placement.iter().enumerate() {
             b[FIXED_BYTES + 16 * i..FIXED_BYTES + 16 * (i + 1)]
                 .copy_from_slice(&node.to_le_bytes());
@@ -117,6 +121,7 @@ impl ObjectMeta {
                     created_ns: u64_at(24),
                     generation: version,
                     deleted: false,
+                    placement_version: 0,
                     placement: Vec::new(),
                     version,
                 }
@@ -144,6 +149,7 @@ impl ObjectMeta {
                     created_ns: u64_at(24),
                     generation: u64_at(32),
                     deleted: b[12] & FLAG_DELETED != 0,
+                    placement_version: u64_at(40),
                     placement,
                     version,
                 }
@@ -183,13 +189,27 @@ impl ObjectMeta {
         if other.generation < self.generation {
             return false;
         }
-        let before = (self.size, self.deleted, self.placement.len());
+        let before = (
+            self.size,
+            self.deleted,
+            self.placement_version,
+            self.placement.clone(),
+        );
         self.size = self.size.max(other.size);
         self.deleted |= other.deleted;
-        if self.placement.is_empty() {
+        // The higher placement version wins; at equal versions the larger ids decide, so two
+        // moves that raced still converge to one placement.
+        if (other.placement_version, &other.placement) > (self.placement_version, &self.placement) {
+            self.placement_version = other.placement_version;
             self.placement.clone_from(&other.placement);
         }
-        before != (self.size, self.deleted, self.placement.len())
+        before
+            != (
+                self.size,
+                self.deleted,
+                self.placement_version,
+                self.placement.clone(),
+            )
     }
 }
 
@@ -207,6 +227,7 @@ mod tests {
             created_ns: 6,
             generation,
             deleted,
+            placement_version: 0,
             placement: (1..=6).collect(),
             version: 7,
         }
@@ -218,7 +239,7 @@ mod tests {
                      generation: u64, deleted: bool, version: u64, placed: bool) {
             let placement = if placed { (0..u128::from(k + m)).map(|i| i * 977).collect() } else { Vec::new() };
             let meta = ObjectMeta { scheme_k: k, scheme_m: m, stripe_bytes: stripe, size, created_ns: created,
-                                    generation, deleted, placement, version };
+                                    generation, deleted, placement_version: generation ^ size, placement, version };
             prop_assert_eq!(ObjectMeta::decode(&meta.encode(), version), Ok(meta));
         }
 

@@ -91,6 +91,7 @@ pub async fn create(
         created_ns: now_ns(),
         generation: ctx.hlc.borrow_mut().now(now_ns()).as_u64(),
         deleted: false,
+        placement_version: 0,
         placement: list.closest(object, shards).iter().map(|m| m.id).collect(),
         version: 0,
     };
