@@ -9,6 +9,7 @@ pub mod config;
 pub mod local;
 pub mod node;
 pub mod reactor;
+pub mod repair;
 pub mod service;
 pub mod stats;
 pub mod tools;

@@ -235,6 +235,22 @@ impl CoreCtx {
         }
     }
 
+    /// Rewrites a damaged record at its own version (scrub and repair of a corrupt shard).
+    pub async fn repair_put(
+        &self,
+        key: ShardKey,
+        meta: ShardMeta,
+        data: &[u8],
+    ) -> Result<(), PutError> {
+        match self
+            .store_op(|s, t| s.submit_repair(key, meta, data, t))
+            .await
+        {
+            Outcome::Put(result) => result,
+            other => unreachable!("repair answered with {other:?}"),
+        }
+    }
+
     pub async fn delete(&self, key: ShardKey, version: u64) -> Result<bool, PutError> {
         match self.store_op(|s, t| s.submit_delete(key, version, t)).await {
             Outcome::Delete(result) => result,

@@ -37,6 +37,8 @@ pub enum ShardOp {
         key: ShardKey,
         meta: ShardMeta,
         data: Vec<u8>,
+        /// Rewrite a damaged record at the same version (repair of a corrupt shard).
+        repair: bool,
     },
     ShardRead {
         key: ShardKey,
@@ -182,8 +184,18 @@ pub async fn execute(ctx: &Rc<CoreCtx>, op: ShardOp) -> ShardReply {
             ShardReply::Meta(meta_merge(ctx, object, meta).await)
         }
         ShardOp::MetaRead { object } => ShardReply::Meta(meta_read(ctx, object).await),
-        ShardOp::ShardPut { key, meta, data } => {
-            ShardReply::Done(match ctx.put(key, meta, &data).await {
+        ShardOp::ShardPut {
+            key,
+            meta,
+            data,
+            repair,
+        } => {
+            let result = if repair {
+                ctx.repair_put(key, meta, &data).await
+            } else {
+                ctx.put(key, meta, &data).await
+            };
+            ShardReply::Done(match result {
                 Ok(()) => Ok(()),
                 Err(PutError::Stale { current, .. }) => Err(OpError::Stale(current)),
                 Err(error) => Err(error.into()),

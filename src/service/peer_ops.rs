@@ -15,6 +15,8 @@ use crate::service::owner::{OpError, ShardOp, ShardReply};
 use crate::service::reply::{refuse, reply, reply_with, send_document, Handled, Refusal};
 use crate::service::shards::{header_of, owner_of, stored_of, SHARD_HEADER_BYTES};
 
+/// SHARD_WRITE `aux` bit: rewrite a damaged copy of the shard at the same version.
+pub const SHARD_WRITE_REPAIR: u64 = 1;
 /// Most stripes one SHARD_LIST or SHARD_DELETE covers.
 pub const STRIPES_PER_REQUEST_MAX: u64 = 1 << 20;
 
@@ -52,6 +54,7 @@ pub async fn handle(
                 key,
                 meta: stored_of(&meta),
                 data: data.to_vec(),
+                repair: request.aux & SHARD_WRITE_REPAIR != 0,
             };
             match ctx.call(owner, op).await {
                 ShardReply::Done(Ok(())) => reply(ctx, conn, request, Vec::new()).await,

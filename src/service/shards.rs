@@ -140,12 +140,14 @@ fn wrong_reply(op: &str) -> OpError {
     OpError::Internal(format!("wrong reply kind to {op}"))
 }
 
-/// Stores one shard (`data` is its bytes, `meta.stored_bytes()` long).
+/// Stores one shard (`data` is its bytes, `meta.stored_bytes()` long). With `repair`, a
+/// damaged copy at the same version is rewritten (scrub, repair of a corrupt shard).
 pub async fn write_shard(
     ctx: &Rc<CoreCtx>,
     target: Target,
     meta: ShardMeta,
     data: &[u8],
+    repair: bool,
 ) -> Result<(), OpError> {
     match target {
         Target::Local => {
@@ -154,6 +156,7 @@ pub async fn write_shard(
                 key,
                 meta: stored_of(&meta),
                 data: data.to_vec(),
+                repair,
             };
             match ctx.call(owner_of(ctx, meta.object), op).await {
                 ShardReply::Done(result) => result,
@@ -164,13 +167,11 @@ pub async fn write_shard(
             let mut payload = ctx.take_send_buf(SHARD_HEADER_BYTES + data.len());
             payload.extend_from_slice(&meta.encode());
             payload.extend_from_slice(data);
-            let result = remote(
-                ctx,
-                addr,
-                request(Opcode::ShardWrite, meta.object),
-                &payload,
-            )
-            .await;
+            let mut header = request(Opcode::ShardWrite, meta.object);
+            if repair {
+                header.aux = crate::service::peer_ops::SHARD_WRITE_REPAIR;
+            }
+            let result = remote(ctx, addr, header, &payload).await;
             ctx.give_send_buf(payload);
             result.map(drop)
         }

@@ -98,7 +98,7 @@ pub fn note_write_end(ctx: &CoreCtx, object: u128, end: u64) -> u64 {
     *known
 }
 
-fn with_codec<T>(
+pub(crate) fn with_codec<T>(
     ctx: &CoreCtx,
     layout: StripeLayout,
     f: impl FnOnce(&mut ds_objects::EcCodec) -> T,
@@ -200,7 +200,7 @@ pub async fn write(
                 &parity[usize::from(shard - layout.scheme().k())][..]
             };
             let bytes = &bytes[..meta.stored_bytes() as usize];
-            let result = shards::write_shard(&task_ctx, target, meta, bytes).await;
+            let result = shards::write_shard(&task_ctx, target, meta, bytes, false).await;
             sender.push((shard, result));
         });
     }
