@@ -19,7 +19,8 @@
 #   bench/cluster.sh [SECONDS] [ROUNDS] [DIR]      (defaults: 5, 3, target/bench/cluster)
 # About 70 s per round plus 45 s. Environment: CONNECTIONS (6), INFLIGHT_1M (12), INFLIGHT_4K
 # (48), CORES (data cores per node, 1), DEVICE_SIZE (per node, 8G), KEEP=1 keeps the device
-# files afterwards.
+# files afterwards, NODE_CONFIG: top-level lines added to every node's config (the nodes are
+# restarted with them after `dev-cluster up`), e.g. NODE_CONFIG='poll_mode = "sleep"'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
@@ -29,10 +30,12 @@ connections=${CONNECTIONS:-6}
 inflight_1m=${INFLIGHT_1M:-12}
 inflight_4k=${INFLIGHT_4K:-48}
 cores=${CORES:-1}
+node_config=${NODE_CONFIG:-}
 device_size=${DEVICE_SIZE:-8G}
 command -v python3 >/dev/null || { echo "bench: python3 is needed" >&2; exit 1; }
 # PERF=0 skips the perf-sampled PUT phase (it needs perf and about 15 s).
 use_perf=${PERF:-1}
+perf_hz=299
 command -v perf >/dev/null || use_perf=0
 
 cargo build --release --bin ds-appliance --bin ds >&2
@@ -42,23 +45,62 @@ ds=target/release/ds
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
 rm -rf "$dir"/ec* "$dir"/plain* "$dir"/*.json "$dir"/*.jsonl
 
+# Stops the nodes of a cluster: `dev-cluster down`, or, for nodes this script restarted with
+# NODE_CONFIG, SIGTERM to the pids it started (then SIGKILL after 20 s).
+stop_cluster() {
+  local cdir=$1
+  if [ ! -e "$cdir/restarted" ]; then
+    $ds dev-cluster down --dir "$cdir" >&2
+    return
+  fi
+  local pid
+  for pid in $(cat "$cdir/pids"); do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $(cat "$cdir/pids"); do
+    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -f "$cdir/restarted"
+}
 clusters=()
 stop_all() {
-  for c in "${clusters[@]}"; do $ds dev-cluster down --dir "$c" >/dev/null 2>&1 || true; done
+  for c in "${clusters[@]}"; do stop_cluster "$c" >/dev/null 2>&1 || true; done
 }
 trap stop_all EXIT
+
+# restart_with_config CLUSTER_DIR NODES SCHEME: stops the nodes `dev-cluster up` started, adds
+# NODE_CONFIG's lines at the top of every node.toml, starts them again (`ds-appliance --config`),
+# and waits until every node serves and can place an object of SCHEME (it knows enough nodes).
+restart_with_config() {
+  local cdir=$1 nodes=$2 scheme=$3 cfg node
+  $ds dev-cluster down --dir "$cdir" >&2
+  : > "$cdir/pids"
+  for cfg in $(python3 -c 'import json,sys; print(" ".join(n["config"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$cdir/cluster.json"); do
+    printf '%s\n' "$node_config" | cat - "$cfg" > "$cfg.new" && mv "$cfg.new" "$cfg"
+    setsid target/release/ds-appliance --config "$cfg" >> "$(dirname "$cfg")/node.log" 2>&1 < /dev/null &
+    echo $! >> "$cdir/pids"
+  done
+  touch "$cdir/restarted"
+  local deadline=$((SECONDS + 60))
+  for node in ${nodes//,/ }; do
+    until $ds --node "$node" create --scheme "$scheme" >/dev/null 2>&1; do
+      [ $SECONDS -lt $deadline ] || { echo "bench: $node did not come back with NODE_CONFIG" >&2; exit 1; }
+      sleep 0.5
+    done
+  done
+}
 
 # One JSON object: the sums over all nodes of a cluster at this moment.
 snapshot() {
   python3 - "$1" "$ds" <<'PY'
 import json, os, subprocess, sys, time
 cluster = json.load(open(os.path.join(sys.argv[1], "cluster.json")))
+pids = open(os.path.join(sys.argv[1], "pids")).read().split()
 ticks = os.sysconf("SC_CLK_TCK")
 out = {"time": time.time(), "coding_ns": 0, "busy_seconds": 0.0, "cpu_seconds": 0.0,
        "stripes_encoded": 0, "bytes_encoded": 0, "stripes_decoded": 0, "bytes_decoded": 0,
        "degraded_reads": 0, "hedged_requests": 0, "failed_reads": 0, "failed_writes": 0,
        "peer_calls_total": 0, "peer_call_errors": 0}
-for node in cluster["nodes"]:
+for node, pid in zip(cluster["nodes"], pids):
     report = json.loads(subprocess.run([sys.argv[2], "stats", "--socket", node["stats_socket"], "--json"],
                                        check=True, capture_output=True, text=True).stdout)
     totals = report["totals"]
@@ -66,7 +108,7 @@ for node in cluster["nodes"]:
     for key, value in totals.get("cluster", {}).items():
         if key in out:
             out[key] += value
-    with open(f"/proc/{node['pid']}/stat") as f:
+    with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     out["cpu_seconds"] += (int(fields[11]) + int(fields[12])) / ticks
 # The whole machine: busy and total jiffies of all CPUs.
@@ -107,9 +149,11 @@ print(json.dumps(report))' $ds --node "$nodes" bench --duration "$seconds" \
 # free of the wall-clock timing of coding_ns (which counts a core preempted inside the codec).
 perf_phase() {
   local cdir=$1 nodes=$2 scheme=$3 pids
-  pids=$(python3 -c 'import json,sys; print(",".join(str(n["pid"]) for n in json.load(open(sys.argv[1]))["nodes"]))' "$cdir/cluster.json")
-  perf record -q -F 499 --call-graph dwarf,32768 -p "$pids" -o "$dir/perf.data" \
-    -- sleep "$((seconds + 1))" >/dev/null 2>&1 &
+  pids=$(paste -sd, "$cdir/pids")
+  # A large buffer: on a busy 2-vCPU machine perf's reader falls behind, and stacks of 16 KiB
+  # a sample fill a small one at once (samples are then lost, not slowed down).
+  perf record -F "$perf_hz" -m 64M --call-graph dwarf,16384 -p "$pids" -o "$dir/perf.data" \
+    -- sleep "$((seconds + 1))" > "$dir/perf.log" 2>&1 &
   local perf_pid=$!
   bench_phase ec_put_1M_perf 1 "$cdir" "$nodes" "$scheme" --op put --size 1M --concurrency "$inflight_1m"
   wait $perf_pid || true
@@ -130,10 +174,9 @@ for line in sys.stdin:
 if started:
     total += 1
     coding += hit
-print(json.dumps({"samples": total, "coding_samples": coding,
+print(json.dumps({"samples": total, "coding_samples": coding, "hz": int(sys.argv[1]),
                   "coding_share_of_samples": round(coding / total, 4) if total else None}))' \
-    > "$dir/perf.json"
-  rm -f "$dir/perf.data"
+    "$perf_hz" > "$dir/perf.json"
 }
 
 # run_cluster NAME ROUND NODES SCHEME: start, run the four benchmarks, stop.
@@ -145,12 +188,14 @@ run_cluster() {
     --device-size "$device_size" --cores "$cores" >&2
   local nodes
   nodes=$(python3 -c 'import json,sys; print(",".join(n["client_addr"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$cdir/cluster.json")
+  python3 -c 'import json,sys; print("\n".join(str(n["pid"]) for n in json.load(open(sys.argv[1]))["nodes"]))' "$cdir/cluster.json" > "$cdir/pids"
+  if [ -n "$node_config" ]; then restart_with_config "$cdir" "$nodes" "$scheme"; fi
   bench_phase "${name}_put_1M" "$round" "$cdir" "$nodes" "$scheme" --op put --size 1M --concurrency "$inflight_1m"
   bench_phase "${name}_get_1M" "$round" "$cdir" "$nodes" "$scheme" --op get --size 1M --concurrency "$inflight_1m"
   bench_phase "${name}_put_4K" "$round" "$cdir" "$nodes" "$scheme" --op put --size 4K --concurrency "$inflight_4k"
   bench_phase "${name}_get_4K" "$round" "$cdir" "$nodes" "$scheme" --op get --size 4K --concurrency "$inflight_4k"
   if [ "$name" = ec ] && [ "$round" = 1 ] && [ "$use_perf" = 1 ]; then perf_phase "$cdir" "$nodes" "$scheme"; fi
-  $ds dev-cluster down --dir "$cdir" >&2
+  stop_cluster "$cdir"
   [ "${KEEP:-0}" = 1 ] || rm -f "$cdir"/node*/data/dev0.img
 }
 
@@ -218,6 +263,9 @@ for line in open(os.path.join(dir, "phases.jsonl")):
 perf_path = os.path.join(dir, "perf.json")
 if perf_phase is not None and os.path.exists(perf_path):
     perf_phase["perf"] = json.load(open(perf_path))
+    # Samples expected from the nodes' CPU time in the phase (perf ran about as long): far
+    # fewer means perf lost samples and the share is not to be trusted.
+    perf_phase["perf"]["samples_expected"] = round(perf_phase["node_cpu_seconds"] * perf_phase["perf"].get("hz", 0))
 
 def median(name, key):
     values = [r[key] for r in runs[name] if r[key] is not None]
@@ -251,6 +299,7 @@ out = {
     "seconds_per_run": float(seconds), "rounds": int(rounds), "connections": int(connections),
     "in_flight_1m": int(inflight_1m), "in_flight_4k": int(inflight_4k),
     "cores_per_node": int(cores), "machine_cpus": os.cpu_count(),
+    "node_config": os.environ.get("NODE_CONFIG", ""),
     "medians": {name: {key: median(name, key) for key in ("mb_per_s", "ops_per_s",
                 "coding_share_of_busy", "coding_share_of_node_cpu", "node_cpu_seconds",
                 "client_cpu_seconds", "other_cpu_seconds", "steal_cpu_seconds",
@@ -266,9 +315,19 @@ out["coding_share_put_1m_of_perf_samples"] = (perf_phase or {}).get("perf", {}).
 json.dump(out, open(os.path.join(dir, "results.json"), "w"), indent=2)
 
 share = lambda v: f"{v:.3f}" if v is not None else "-"
-print(f"\nmedians of {rounds} rounds of {seconds} s; every round after the table")
+print(f"\nmedians of {rounds} rounds of {seconds} s; every round after the table; "
+      f"node config: {out['node_config'] or 'as dev-cluster writes it'}")
 print(f"{'phase':<14} {'MB/s':>8} {'ops/s':>7} {'node cpu s':>10} {'client':>7} {'other':>6} {'steal':>6} "
       f"{'cpu us/op':>9} {'coding/busy':>11} {'coding/cpu':>10}")
+busy_others = []
+for name, rs in runs.items():
+    for i, r in enumerate(rs):
+        # CPU used neither by the nodes nor by the client (kernel threads, and any other
+        # process on the machine): more than a quarter of a CPU means the run was not alone.
+        if r["window_seconds"] > 0 and r["other_cpu_seconds"] / r["window_seconds"] > 0.25:
+            busy_others.append(f"{name} round {i + 1}")
+out["phases_with_other_load"] = busy_others
+json.dump(out, open(os.path.join(dir, "results.json"), "w"), indent=2)
 for name in runs:
     md = out["medians"][name]
     print(f"{name:<14} {md['mb_per_s']:>8.1f} {md['ops_per_s']:>7.0f} {md['node_cpu_seconds']:>10.2f} "
@@ -306,8 +365,14 @@ print(f"GET 4+2 / 1+0: 1 MiB {out['get_1m_ratio_4p2_to_1p0']} (rounds {out['get_
       f"4 KiB {out['get_4k_ratio_4p2_to_1p0']} (rounds {out['get_4k_ratio_4p2_to_1p0_per_round']})")
 if perf_phase is not None:
     pf = perf_phase.get("perf", {})
-    print(f"perf-sampled 1 MiB PUT phase: {perf_phase['mb_per_s']} MB/s, {pf.get('samples')} samples of the nodes, "
+    print(f"perf-sampled 1 MiB PUT phase: {perf_phase['mb_per_s']} MB/s, {pf.get('samples')} samples of the nodes "
+          f"(about {pf['samples_expected']} expected from their CPU time), "
           f"{pf.get('coding_samples')} in EcCodec: {pf.get('coding_share_of_samples')}; same phase by the counters: "
           f"coding_ns / node CPU {perf_phase['coding_share_of_node_cpu']}, / busy {perf_phase['coding_share_of_busy']}")
+    if not pf.get("coding_samples") and perf_phase["stripes_encoded"]:
+        print("  (no sample in EcCodec although stripes were encoded: perf's unwinding failed? see DIR/perf.data)")
+if busy_others:
+    print(f"\nWARNING: other work used more than 1/4 CPU during {len(busy_others)} phases "
+          f"({', '.join(busy_others)}): these figures are not from a quiet machine")
 print(f"\nall figures: {os.path.join(dir, 'results.json')}")
 PY

@@ -321,6 +321,9 @@ pub struct NodeConfig {
     /// How new objects are coded and when writes are acknowledged (`[objects]`).
     #[serde(default)]
     pub objects: ObjectsConfig,
+    /// Background repair and scrub (`[repair]`).
+    #[serde(default)]
+    pub repair: RepairConfig,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -380,6 +383,45 @@ impl ObjectsConfig {
             None => scheme.m().div_ceil(2),
         }
     }
+}
+
+/// The `[repair]` table: how each data core walks its records (scrub, and finding the
+/// objects it repairs) and how fast it rebuilds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairConfig {
+    /// Seconds between the end of one pass and the start of the next (a change of members
+    /// starts one at once). 0 turns background repair and scrub off.
+    #[serde(default = "default_repair_interval")]
+    pub interval_secs: u64,
+    /// Device bytes per second each core's walk may read (the scrub rate).
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_rate: ByteSize,
+    /// Stripe bytes per second each core may rebuild or move.
+    #[serde(default = "default_repair_rate")]
+    pub rate: ByteSize,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            interval_secs: default_repair_interval(),
+            scrub_rate: default_scrub_rate(),
+            rate: default_repair_rate(),
+        }
+    }
+}
+
+fn default_repair_interval() -> u64 {
+    60
+}
+
+fn default_scrub_rate() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn default_repair_rate() -> ByteSize {
+    ByteSize(128 << 20)
 }
 
 fn default_scheme() -> Scheme {

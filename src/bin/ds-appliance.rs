@@ -52,6 +52,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         node.node_id, node.listen, node.overlay_addr, config.cores
     );
     while !stop.load(Ordering::Relaxed) {
+        if node.repair_board.drained() {
+            tracing::info!("drained: every shard of this node has moved; leaving the cluster");
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!("stopping");

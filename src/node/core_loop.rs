@@ -55,6 +55,9 @@ pub struct CoreSetup {
     pub members: Option<Arc<super::overlay::MembersWatch>>,
     /// Default scheme and write quorum of new objects.
     pub policy: crate::config::ObjectsConfig,
+    /// The node's repair table, and how this core's walker runs.
+    pub repair_board: Arc<crate::repair::board::RepairBoard>,
+    pub repair: crate::config::RepairConfig,
 }
 
 /// Runs core `setup.core` until the node stops; reports on `ready` once it serves.
@@ -119,6 +122,12 @@ fn start(setup: &CoreSetup) -> anyhow::Result<Rc<CoreCtx>> {
     *ctx.overlay.borrow_mut() = setup.overlay.clone();
     *ctx.members.borrow_mut() = setup.members.clone();
     *ctx.policy.borrow_mut() = setup.policy.clone();
+    *ctx.repair_board.borrow_mut() = Some(setup.repair_board.clone());
+    ctx.executor.spawn(crate::repair::walker::run(
+        ctx.clone(),
+        setup.repair_board.clone(),
+        setup.repair.clone(),
+    ));
     Ok(ctx)
 }
 

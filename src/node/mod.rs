@@ -37,6 +37,8 @@ pub struct Node {
     pub neighbourhood: Arc<overlay::NeighbourhoodWatch>,
     /// The nodes known to serve data and their data addresses (what the cores place on).
     pub members: Arc<overlay::MembersWatch>,
+    /// What the cores' repair walkers report; drain requests.
+    pub repair_board: Arc<crate::repair::board::RepairBoard>,
     inboxes: Vec<Arc<Inbox<Message>>>,
     cores: Vec<JoinHandle<anyhow::Result<()>>>,
     _stats: Option<StatsServer>,
@@ -66,6 +68,7 @@ impl Node {
                 superblock,
             });
         }
+        let repair_board = Arc::new(crate::repair::board::RepairBoard::new(cores));
         let inboxes = (0..cores)
             .map(|_| Inbox::new().context("creating an inbox eventfd"))
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -109,6 +112,8 @@ impl Node {
                 overlay: Some(overlay.queries.clone()),
                 members: Some(overlay.members.clone()),
                 policy: config.objects.clone(),
+                repair_board: repair_board.clone(),
+                repair: config.repair.clone(),
                 recv_buffer: config.recv_buffer.bytes() as usize,
             };
             let ready = ready_tx.clone();
@@ -164,6 +169,7 @@ impl Node {
             overlay_addr: overlay.addr,
             neighbourhood: overlay.neighbourhood.clone(),
             members: overlay.members.clone(),
+            repair_board,
             overlay: Some(overlay),
             stop,
             inboxes,

@@ -79,22 +79,46 @@ pub fn target_placement(
 }
 
 /// Repairs `object` (see the module docs). `leaving`: a node being drained, which gets none.
+/// `deep`: stripes to read in full even when every shard seems in place (a corrupt shard).
 pub async fn repair_object(
     ctx: &Rc<CoreCtx>,
     object: u128,
     leaving: Option<u128>,
+    deep: &BTreeSet<u32>,
     pace: &Pace,
 ) -> Result<ObjectReport, Refusal> {
-    let meta = match placement::resolve(ctx, object).await {
+    let gone = ObjectReport {
+        gone: true,
+        ..ObjectReport::default()
+    };
+    let meta = match placement::read_copies(ctx, object).await {
         Ok(meta) => meta,
-        Err(Refusal(Status::NotFound, _)) => {
-            return Ok(ObjectReport {
-                gone: true,
-                ..ObjectReport::default()
-            })
-        }
+        Err(Refusal(Status::NotFound, _)) => return Ok(gone),
         Err(refusal) => return Err(refusal),
     };
+    if meta.deleted {
+        // Shards left on nodes that were down at the DELETE: tombstone them now.
+        // Only where some are left, so a pass over old tombstones writes nothing.
+        let list = ctx.member_list();
+        let stripes = u32::try_from(meta.stripes()).unwrap_or(u32::MAX);
+        let targets: Vec<Target> = meta
+            .placement
+            .iter()
+            .map(|&id| target_of(ctx, &list, id))
+            .collect();
+        let held = survey(ctx, object, stripes, &meta.placement, &targets, &[], &[]).await;
+        let version = ctx.hlc.borrow_mut().now(now_ns()).as_u64();
+        for (i, (&node, &target)) in meta.placement.iter().zip(&targets).enumerate() {
+            if held
+                .iter()
+                .any(|&(n, _, shard)| n == node && usize::from(shard) == i)
+            {
+                let _ = shards::delete_shards(ctx, target, object, (0, stripes), i as u8, version)
+                    .await;
+            }
+        }
+        return Ok(gone);
+    }
     let corrupt = |what: String| refuse(Status::Corrupt, format!("{}: {what}", ObjectId(object)));
     let scheme = Scheme::new(meta.scheme_k, meta.scheme_m).map_err(|e| corrupt(e.to_string()))?;
     let layout = StripeLayout::new(scheme, meta.stripe_bytes / u32::from(scheme.k()))
@@ -124,7 +148,7 @@ pub async fn repair_object(
         .collect();
     order.sort();
     for (present, stripe) in order {
-        if present == n && !report.moved {
+        if present == n && !report.moved && !deep.contains(&stripe) {
             report.full += 1;
             continue;
         }
@@ -164,8 +188,9 @@ pub async fn repair_object(
         let version = ctx.hlc.borrow_mut().now(now_ns()).as_u64();
         for (i, (&was, &now)) in old.iter().zip(&new).enumerate() {
             if was != now {
-                let _ = shards::delete_shards(ctx, old_t[i], object, (0, stripes), i as u8, version)
-                    .await;
+                let _ =
+                    shards::delete_shards(ctx, old_t[i], object, (0, stripes), i as u8, version)
+                        .await;
             }
         }
     } else {
@@ -185,7 +210,12 @@ async fn survey(
     new_t: &[Target],
 ) -> BTreeSet<(u128, u32, u8)> {
     let mut masks: BTreeMap<u128, (Target, u64)> = BTreeMap::new();
-    for (i, (&node, &target)) in old.iter().zip(old_t).chain(new.iter().zip(new_t)).enumerate() {
+    for (i, (&node, &target)) in old
+        .iter()
+        .zip(old_t)
+        .chain(new.iter().zip(new_t))
+        .enumerate()
+    {
         let shard = i % old.len();
         masks.entry(node).or_insert((target, 0)).1 |= 1 << shard;
     }
@@ -411,7 +441,10 @@ mod tests {
     fn a_lost_node_is_replaced_by_the_closest_spare() {
         let members = list(&[1, 2, 3, 5, 6, 7, 8]);
         let old = vec![1, 2, 3, 4, 5, 6];
-        assert_eq!(target_placement(&members, 0, &old, None), vec![1, 2, 3, 7, 5, 6]);
+        assert_eq!(
+            target_placement(&members, 0, &old, None),
+            vec![1, 2, 3, 7, 5, 6]
+        );
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct CoreCtx {
     pub grows: RefCell<HashMap<u128, (u64, u64)>>,
     pub grow_locks: Rc<RefCell<LockTable<u128>>>,
     pub policy: RefCell<ObjectsConfig>,
+    /// The node's repair table (what this core's walker reports; drain requests).
+    pub repair_board: RefCell<Option<Arc<crate::repair::board::RepairBoard>>>,
     /// Erasure coding done by this core as coordinator.
     pub coding: RefCell<CodingCounters>,
 }
@@ -163,6 +165,7 @@ impl CoreCtx {
             grow_locks: Rc::default(),
             policy: RefCell::default(),
             coding: RefCell::default(),
+            repair_board: RefCell::new(None),
         })
     }
 
@@ -232,6 +235,21 @@ impl CoreCtx {
         match self.store_op(|s, t| s.submit_put(key, meta, data, t)).await {
             Outcome::Put(result) => result,
             other => unreachable!("put answered with {other:?}"),
+        }
+    }
+
+    /// Reads the next step of a walk over this core's records.
+    pub async fn walk(
+        &self,
+        cursor: ds_store::WalkCursor,
+        max_bytes: usize,
+    ) -> Result<ds_store::WalkStep, ds_store::WalkError> {
+        match self
+            .store_op(|s, t| s.submit_walk(cursor, max_bytes, t))
+            .await
+        {
+            Outcome::Walk(result) => result,
+            other => unreachable!("walk answered with {other:?}"),
         }
     }
 

@@ -185,6 +185,16 @@ pub async fn grow(
 
 /// The object's metadata as the copies agree; NOT_FOUND for an unknown or deleted object.
 pub async fn resolve(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
+    let merged = read_copies(ctx, object).await?;
+    if merged.deleted {
+        return Err(not_found(object));
+    }
+    Ok(merged)
+}
+
+/// The object's metadata as the copies agree, deleted ones included (repair cleans up after a
+/// delete); NOT_FOUND when no copy exists.
+pub async fn read_copies(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
     let targets = meta_targets(ctx, object);
     let results = on_all(ctx, &targets, |ctx, target| async move {
         shards::read_meta(&ctx, target, object).await
@@ -236,9 +246,6 @@ pub async fn resolve(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refu
                 let _ = shards::merge_meta(&task_ctx, target, object, &meta).await;
             });
         }
-    }
-    if merged.deleted {
-        return Err(not_found(object));
     }
     Ok(merged)
 }

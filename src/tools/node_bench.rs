@@ -98,11 +98,12 @@ impl Report {
 pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     let size = usize::try_from(spec.size).context("--size does not fit in memory")?;
     anyhow::ensure!(size > 0, "--size must be at least 1 byte");
-    // Prepare every connection (objects created, filled for reads) before the clock starts.
+    // Prepare every connection (objects created, filled for reads) before the clock starts,
+    // all connections at once: a CREATE that waits for metadata copies on other nodes takes
+    // a while, and a cluster run prepares many connections.
     let connections = spec.connections.clamp(1, spec.concurrency);
     let nodes = node_list(&spec.node)?;
-    let mut workers = Vec::new();
-    for connection in 0..connections {
+    let prepare = |connection: usize| -> anyhow::Result<(Client, Vec<ObjectId>, Vec<u8>)> {
         let node = nodes[connection % nodes.len()].as_str();
         let mut client = Client::connect(node, CONNECT_TIMEOUT)
             .with_context(|| format!("connecting to {node}"))?;
@@ -115,8 +116,21 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
             }
             objects.push(id);
         }
-        workers.push((client, objects, data));
-    }
+        Ok((client, objects, data))
+    };
+    let workers = std::thread::scope(|scope| {
+        let preparing: Vec<_> = (0..connections)
+            .map(|connection| scope.spawn(move || prepare(connection)))
+            .collect();
+        preparing
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("preparing a bench connection panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

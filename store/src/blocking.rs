@@ -7,6 +7,7 @@ use crate::engine::{CoreStore, Event, Outcome};
 use crate::error::{GetError, PutError};
 use crate::key::ShardKey;
 use crate::record::{RecordHeader, ShardMeta};
+use crate::walk::{WalkCursor, WalkError, WalkStep};
 
 impl CoreStore {
     /// Polls (blocking on the devices in between) until the request `token` completes.
@@ -67,6 +68,16 @@ impl CoreStore {
             }
             Outcome::Get(Err(error)) => Err(error),
             other => panic!("get completed as {other:?}"),
+        }
+    }
+
+    /// One step of a walk ([`CoreStore::submit_walk`]), blocking.
+    pub fn walk(&mut self, cursor: WalkCursor, max_bytes: usize) -> Result<WalkStep, WalkError> {
+        let token = self.private_token();
+        self.submit_walk(cursor, max_bytes, token);
+        match self.wait_for(token) {
+            Outcome::Walk(result) => result,
+            other => panic!("walk completed as {other:?}"),
         }
     }
 

@@ -64,6 +64,15 @@ impl CoreStore {
         }
     }
 
+    /// Compaction has copied everything off `segment` of device `slot` and is freeing it.
+    pub(crate) fn compaction_vacating(&self, slot: u8, segment: u32) -> bool {
+        self.compaction.as_ref().is_some_and(|c| {
+            c.slot == slot
+                && c.segment == segment
+                && matches!(c.step, Step::Marking | Step::Flushing | Step::Releasing)
+        })
+    }
+
     /// Gives up the compaction in progress; its segment is not picked again until asked.
     fn abandon_compaction(&mut self, why: &str) {
         let compaction = self.compaction.take().expect("compaction");

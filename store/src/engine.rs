@@ -75,6 +75,8 @@ pub enum Outcome {
     /// `true` when a live shard was deleted.
     Delete(Result<bool, PutError>),
     Get(Result<GetDone, GetError>),
+    /// One step of a walk ([`CoreStore::submit_walk`]).
+    Walk(Result<crate::walk::WalkStep, crate::walk::WalkError>),
 }
 
 /// A shard read back and verified. Give `buf` back with [`CoreStore::recycle`] when done.
@@ -129,6 +131,9 @@ pub(crate) struct Op {
     pub reads_pending: u32,
     /// The record of this key found behind the fingerprint.
     pub matched: Option<(Loc, RecordHeader)>,
+    /// The matched record's data fails its checksum (seen only by ops that read data: gets
+    /// and repairs).
+    pub matched_data_bad: bool,
     pub corrupt: Option<(Loc, CorruptReason)>,
     pub read_error: Option<ds_nvme::IoError>,
     /// The buffer of a get whose record matched.
@@ -145,6 +150,13 @@ pub(crate) struct Op {
     pub retries: u8,
 }
 
+impl Op {
+    /// Reads its candidates whole (header and data), not just their headers.
+    pub(crate) fn reads_data(&self) -> bool {
+        matches!(self.kind, OpKind::Get | OpKind::Put { repair: true, .. })
+    }
+}
+
 /// What an outstanding read is for.
 pub(crate) enum ReadIo {
     /// A candidate record for an op.
@@ -157,6 +169,8 @@ pub(crate) enum ReadIo {
     /// Compaction's FREE marker write, then its flush.
     CompactionMark,
     CompactionFlush,
+    /// A step of a walk ([`CoreStore::submit_walk`]).
+    Walk(Box<crate::walk::WalkRead>),
 }
 
 pub struct CoreStore {
@@ -185,6 +199,8 @@ pub struct CoreStore {
     pub(crate) recovering: Vec<u8>,
     /// How batches become durable (see [`CoreStore::set_durability`]).
     pub(crate) durability: Durability,
+    /// Walk steps whose reads are in flight.
+    pub(crate) walks_inflight: usize,
 }
 
 impl CoreStore {
@@ -212,6 +228,7 @@ impl CoreStore {
             next_token: 1 << 63,
             durability: Durability::Auto,
             recovering: Vec::new(),
+            walks_inflight: 0,
         }
     }
 
@@ -443,6 +460,7 @@ impl CoreStore {
             stage: Stage::Resolving,
             reads_pending: 0,
             matched: None,
+            matched_data_bad: false,
             corrupt: None,
             read_error: None,
             got: None,
@@ -513,7 +531,9 @@ impl CoreStore {
     /// Submits a read for every index entry behind the op's fingerprint.
     fn resolve(&mut self, op: usize) {
         let fp = self.op(op).fp;
-        let header_only = !matches!(self.op(op).kind, OpKind::Get);
+        // A get reads its record whole; so does a repair, which may replace a record at its own
+        // version only if that record's data is bad. Other writes need the header only.
+        let header_only = !self.op(op).reads_data();
         self.index.candidates(fp, &mut self.candidates);
         let candidates = std::mem::take(&mut self.candidates);
         for &bits in &candidates {
@@ -614,6 +634,7 @@ impl CoreStore {
     /// Nothing accepted is still in progress.
     pub fn is_idle(&self) -> bool {
         self.inflight() == 0
+            && self.walks_inflight == 0
             && self.compaction.is_none()
             && self.compact_eagerly.is_none()
             && self.members.iter().flatten().all(Member::is_idle)
@@ -729,6 +750,7 @@ impl CoreStore {
             ReadIo::CompactionSource => self.handle_compaction_read(completion),
             ReadIo::CompactionMark => self.handle_compaction_marked(completion),
             ReadIo::CompactionFlush => self.handle_compaction_flushed(completion),
+            ReadIo::Walk(walk) => self.handle_walk_read(walk, completion),
         }
     }
 
@@ -739,6 +761,7 @@ impl CoreStore {
         let buf = completion.buf.expect("read buffer");
         let key = self.op(op).key;
         let is_get = matches!(self.op(op).kind, OpKind::Get);
+        let full = self.op(op).reads_data();
         match completion.result {
             Err(error) => {
                 self.stats.read_errors += 1;
@@ -751,7 +774,7 @@ impl CoreStore {
                     self.bufs.give(buf);
                     self.op_mut(op).retries += 1;
                     self.op_mut(op).reads_pending -= 1;
-                    let len = if is_get && !loc.is_tombstone() {
+                    let len = if full && !loc.is_tombstone() {
                         loc.len()
                     } else {
                         u64::from(
@@ -771,13 +794,13 @@ impl CoreStore {
                 }
                 Ok(header) if header.key != key => self.bufs.give(buf),
                 Ok(header) => {
-                    let data_ok = !is_get
+                    let data_ok = !full
                         || header.kind == RecordKind::Tombstone
                         || crc32c::crc32c(
                             &buf.as_slice()[RECORD_HEADER_BYTES
                                 ..RECORD_HEADER_BYTES + header.data_bytes as usize],
                         ) == header.data_crc;
-                    if !data_ok {
+                    if !data_ok && is_get {
                         self.stats.corrupt_reads += 1;
                         self.op_mut(op).corrupt = Some((loc, CorruptReason::DataChecksum));
                         self.bufs.give(buf);
@@ -798,6 +821,8 @@ impl CoreStore {
                         }
                         let entry = self.op_mut(op);
                         entry.matched = Some((loc, header));
+                        // A repair learns that the record it would replace is damaged.
+                        entry.matched_data_bad = !data_ok;
                         if is_get {
                             entry.got = Some(buf);
                         } else {
@@ -889,8 +914,9 @@ impl CoreStore {
         self.op_mut(op).replaces = replaces;
         let entry = self.op(op);
         if let Some((_, header)) = entry.matched {
-            // A repair may rewrite a damaged marker at the marker's own version.
-            let repairs_marker = header.kind == RecordKind::Damaged
+            // A repair may rewrite, at its own version, a DAMAGED marker or a shard whose data
+            // fails its checksum (the cluster rebuilt it from the others of its stripe).
+            let repairs_marker = (header.kind == RecordKind::Damaged || entry.matched_data_bad)
                 && matches!(entry.kind, OpKind::Put { repair: true, .. });
             let stale = if repairs_marker {
                 header.meta.version > offered

@@ -4,7 +4,8 @@
 //!
 //! Layers, bottom up: formats ([`superblock`], [`segment`], [`record`], [`checkpoint`]), the
 //! [`index`], the per-device [`member`] state with group commit, the per-core [`engine`] state
-//! machine, and the blocking parts: [`mount`], [`recovery`], [`scrub`]. On-disk layout:
+//! machine, and the blocking parts: [`mount`], [`recovery`], [`scrub`]; the background [`walk`] of every
+//! record, a step at a time. On-disk layout:
 //! `docs/disk-format.md`.
 
 mod blocking;
@@ -26,6 +27,7 @@ pub mod scrub;
 pub mod segment;
 pub mod stats;
 pub mod superblock;
+pub mod walk;
 
 pub use engine::{
     put_buffer_bytes, CoreStore, Durability, Event, GetDone, Outcome, PUT_DATA_OFFSET,
@@ -37,3 +39,4 @@ pub use record::{RecordHeader, RecordKind, ShardMeta};
 pub use recovery::{MountedDevice, OpenError, RecoveryReport};
 pub use scrub::{BadRecord, ScrubReport};
 pub use stats::StoreStats;
+pub use walk::{WalkCursor, WalkDamage, WalkDamageKind, WalkError, WalkStep, WalkedRecord};

@@ -25,6 +25,8 @@ pub const BATCH_BYTES_MAX: usize = 4 << 20;
 pub const BATCHES_INFLIGHT_MAX: usize = 8;
 /// Requests a core has accepted and not completed.
 pub const OPS_INFLIGHT_MAX: usize = 4096;
+/// Walk steps ([`crate::CoreStore::submit_walk`]) a core has in flight at once.
+pub const WALKS_INFLIGHT_MAX: usize = 8;
 /// Device queue depth per core.
 pub const QUEUE_DEPTH: u32 = 128;
 /// Free segments held back from client writes so deletes and compaction can still proceed.

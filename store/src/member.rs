@@ -162,6 +162,20 @@ impl Member {
         self.free_segments() as u64 * self.segment_bytes() + head_room
     }
 
+    /// Segment-relative end of what may be read of `segment` now: nothing below it is being
+    /// written, and every record below it was acknowledged (or found by recovery). In the head
+    /// segment, the start of the oldest batch not yet acknowledged.
+    pub fn readable_end(&self, segment: u32) -> u64 {
+        let base = self.segment_offset(segment);
+        let mut end = self.segments[segment as usize].written_bytes;
+        for batch in self.batches.iter().chain(self.filling.iter()) {
+            if batch.segment == segment {
+                end = end.min(batch.offset - base);
+            }
+        }
+        end
+    }
+
     /// Bytes of the partition's segments, free or not.
     pub fn capacity_bytes(&self) -> u64 {
         self.segments.len() as u64 * self.segment_bytes()

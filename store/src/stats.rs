@@ -19,6 +19,9 @@ pub struct StoreStats {
     pub compaction_corrupt: u64,
     pub tombstones_dropped: u64,
     pub checkpoints: u64,
+    /// Walk steps submitted, and the device bytes they read.
+    pub walk_steps: u64,
+    pub walk_bytes_read: u64,
 }
 
 impl StoreStats {

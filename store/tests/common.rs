@@ -1,10 +1,14 @@
 //! Shared set-up for the store's integration tests.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ds_nvme::sim::{SimConfig, SimDevice};
-use ds_nvme::Device;
+use ds_nvme::{
+    Completion, Device, DeviceError, DeviceInfo, IoError, IoKind, IoRequest, Queue, Rejected,
+};
 use ds_store::{mount, CoreStore, FormatOptions, FormatPolicy, MountedDevice, ShardKey, ShardMeta};
 
 pub const NODE: u128 = 0x0123_4567_89ab_cdef;
@@ -69,5 +73,159 @@ pub fn meta(version: u64) -> ShardMeta {
         scheme_k: 1,
         scheme_m: 0,
         object_bytes: 1,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A device wrapper that can hold requests back (never handing them to the simulator) until the
+// test releases them: deterministic interleavings inside the store's state machine.
+
+// A device wrapper that can hold requests back (never handing them to the simulator) until the
+// test releases them: deterministic interleavings inside the store's state machine.
+
+pub type Pred = Box<dyn Fn(&IoRequest) -> bool + Send>;
+
+#[derive(Default)]
+pub struct Gate {
+    hold: Option<Pred>,
+    /// Held requests of every queue: (queue id, request, token).
+    held: Vec<(usize, IoRequest, u64)>,
+    /// Requests to hand to the device at the next reap of their queue.
+    released: Vec<(usize, IoRequest, u64)>,
+    queues: usize,
+}
+
+pub struct GatedDevice {
+    inner: Arc<SimDevice>,
+    gate: Arc<Mutex<Gate>>,
+}
+
+impl GatedDevice {
+    pub fn new(inner: Arc<SimDevice>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            gate: Arc::new(Mutex::new(Gate::default())),
+        })
+    }
+    pub fn hold(&self, pred: impl Fn(&IoRequest) -> bool + Send + 'static) {
+        self.gate.lock().unwrap().hold = Some(Box::new(pred));
+    }
+    pub fn stop_holding(&self) {
+        self.gate.lock().unwrap().hold = None;
+    }
+    pub fn held(&self) -> Vec<(IoKind, u64, usize)> {
+        let g = self.gate.lock().unwrap();
+        g.held
+            .iter()
+            .map(|(_, r, _)| (r.kind, r.offset, r.len))
+            .collect()
+    }
+    /// Releases held requests matching `pred`, in submission order.
+    pub fn release(&self, pred: impl Fn(&IoRequest) -> bool) {
+        let mut g = self.gate.lock().unwrap();
+        let held = std::mem::take(&mut g.held);
+        for item in held {
+            if pred(&item.1) {
+                g.released.push(item);
+            } else {
+                g.held.push(item);
+            }
+        }
+    }
+    /// Forgets held requests: they never reach the device (lost in a crash).
+    pub fn drop_held(&self) {
+        self.gate.lock().unwrap().held.clear();
+    }
+}
+
+impl Device for GatedDevice {
+    fn info(&self) -> &DeviceInfo {
+        self.inner.info()
+    }
+    fn open_queue(&self, depth: u32) -> Result<Box<dyn Queue>, DeviceError> {
+        let inner = self.inner.open_queue(depth)?;
+        let id = {
+            let mut g = self.gate.lock().unwrap();
+            g.queues += 1;
+            g.queues
+        };
+        Ok(Box::new(GatedQueue {
+            id,
+            inner,
+            gate: self.gate.clone(),
+            pending: VecDeque::new(),
+        }))
+    }
+}
+
+struct GatedQueue {
+    id: usize,
+    inner: Box<dyn Queue>,
+    gate: Arc<Mutex<Gate>>,
+    /// Released requests refused by the inner queue (full).
+    pending: VecDeque<(IoRequest, u64)>,
+}
+
+impl Queue for GatedQueue {
+    fn info(&self) -> &DeviceInfo {
+        self.inner.info()
+    }
+    fn submit(&mut self, request: IoRequest, token: u64) -> Result<(), Rejected> {
+        if let Err(invalid) = request.validate(self.inner.info()) {
+            return Err(Rejected {
+                request,
+                reason: invalid.into(),
+            });
+        }
+        let mut g = self.gate.lock().unwrap();
+        if g.hold.as_ref().is_some_and(|p| p(&request)) {
+            g.held.push((self.id, request, token));
+            return Ok(());
+        }
+        drop(g);
+        self.pending.push_back((request, token));
+        self.push();
+        Ok(())
+    }
+    fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
+        {
+            let mut g = self.gate.lock().unwrap();
+            let released = std::mem::take(&mut g.released);
+            for (q, r, t) in released {
+                if q == self.id {
+                    self.pending.push_back((r, t));
+                } else {
+                    g.released.push((q, r, t));
+                }
+            }
+        }
+        self.push();
+        self.inner.reap(out)
+    }
+    fn wait(&mut self, _timeout: Option<Duration>) -> Result<(), IoError> {
+        Ok(())
+    }
+    fn inflight(&self) -> usize {
+        let g = self.gate.lock().unwrap();
+        let mine = g.held.iter().filter(|h| h.0 == self.id).count()
+            + g.released.iter().filter(|h| h.0 == self.id).count();
+        self.inner.inflight() + self.pending.len() + mine
+    }
+    fn depth(&self) -> usize {
+        self.inner.depth()
+    }
+}
+
+impl GatedQueue {
+    fn push(&mut self) {
+        while let Some((request, token)) = self.pending.pop_front() {
+            match self.inner.submit(request, token) {
+                Ok(()) => {}
+                Err(rejected) => {
+                    self.pending.push_front((rejected.request, token));
+                    return;
+                }
+            }
+        }
     }
 }
