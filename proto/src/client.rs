@@ -209,6 +209,28 @@ impl Client {
         OverlayReply::decode(&document).map_err(|error| ProtocolError::Overlay(error).into())
     }
 
+    /// The node's repair and scrub state (HEALTH): a JSON object (`docs/protocol.md` §5.9).
+    pub fn health(&mut self) -> Result<serde_json::Value, ClientError> {
+        self.admin(Opcode::Health)
+    }
+
+    /// Asks the node to move every shard off itself and then stop (DRAIN); answers the HEALTH
+    /// document, whose `drain_remaining` and `drained` tell the progress. Asking again is safe.
+    pub fn drain(&mut self) -> Result<serde_json::Value, ClientError> {
+        self.admin(Opcode::Drain)
+    }
+
+    fn admin(&mut self, opcode: Opcode) -> Result<serde_json::Value, ClientError> {
+        let document = self.document(Header::request(opcode, 0))?;
+        serde_json::from_slice(&document).map_err(|error| {
+            ProtocolError::Document {
+                opcode: opcode.name(),
+                error: error.to_string(),
+            }
+            .into()
+        })
+    }
+
     /// Sends `header` (its request id filled in here) and collects the JSON document of the
     /// (multi-frame) reply.
     fn document(&mut self, mut header: Header) -> Result<Vec<u8>, ClientError> {
@@ -427,8 +449,10 @@ impl Client {
                     announced: total,
                 }));
             }
-            if matches!(opcode, Opcode::Stat | Opcode::Overlay)
-                && total > STAT_REPLY_BYTES_MAX as u64
+            if matches!(
+                opcode,
+                Opcode::Stat | Opcode::Overlay | Opcode::Health | Opcode::Drain
+            ) && total > STAT_REPLY_BYTES_MAX as u64
             {
                 return Err(self.fail(ProtocolError::StatTooLarge { bytes: total }));
             }

@@ -32,6 +32,11 @@ pub enum Opcode {
     /// Describe the node's overlay view (routing table, neighbourhood) and, when `length` > 0,
     /// the `length` nodes responsible for `object_id`: a JSON document in the reply payload.
     Overlay = 0x07,
+    /// Administrative: the node's repair and scrub state (`ds admin health`): a JSON document.
+    Health = 0x08,
+    /// Administrative: start moving every shard off the node, then stop it (`ds admin drain`);
+    /// the reply is the HEALTH document. Asking again reports progress.
+    Drain = 0x09,
     /// Peer: store one shard. The payload is the 64-byte shard header (`docs/protocol.md`,
     /// "Shard header") followed by the shard's bytes.
     ShardWrite = 0x40,
@@ -49,7 +54,7 @@ pub enum Opcode {
 
 impl Opcode {
     /// Every opcode v1 knows, in wire order.
-    pub const ALL: [Opcode; 14] = [
+    pub const ALL: [Opcode; 16] = [
         Opcode::Unknown,
         Opcode::Ping,
         Opcode::Create,
@@ -58,6 +63,8 @@ impl Opcode {
         Opcode::Delete,
         Opcode::Stat,
         Opcode::Overlay,
+        Opcode::Health,
+        Opcode::Drain,
         Opcode::ShardWrite,
         Opcode::ShardRead,
         Opcode::ShardDelete,
@@ -86,6 +93,8 @@ impl Opcode {
             Opcode::Delete => "DELETE",
             Opcode::Stat => "STAT",
             Opcode::Overlay => "OVERLAY",
+            Opcode::Health => "HEALTH",
+            Opcode::Drain => "DRAIN",
             Opcode::ShardWrite => "SHARD_WRITE",
             Opcode::ShardRead => "SHARD_READ",
             Opcode::ShardDelete => "SHARD_DELETE",
@@ -128,7 +137,7 @@ mod tests {
                         opcode.name().starts_with("SHARD_") || opcode.name().starts_with("META_")
                     );
                 }
-                None => assert!(byte > Opcode::Overlay as u8 && !(0x40..=0x45).contains(&byte)),
+                None => assert!(byte > Opcode::Drain as u8 && !(0x40..=0x45).contains(&byte)),
             }
         }
     }

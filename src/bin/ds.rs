@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -104,6 +104,9 @@ enum Command {
     /// A local cluster of daemons on loopback with file-backed devices.
     #[command(name = "dev-cluster", subcommand)]
     DevCluster(DevCluster),
+    /// Administration of a node: its repair state, draining it.
+    #[command(subcommand)]
+    Admin(Admin),
     /// Load the node and report ops/s, MB/s and latency percentiles.
     Bench {
         #[arg(long, value_enum, default_value = "put")]
@@ -128,6 +131,24 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum Admin {
+    /// The node's repair and scrub state: stripes, full, degraded, lost, repair_backlog, ...
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every shard off the node, then stop it (it leaves the cluster). Waits until the
+    /// node has stopped unless --no-wait.
+    Drain {
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum DevCluster {
     /// Start N nodes under DIR, seeded to each other; returns once all have joined and writes
     /// DIR/cluster.json.
@@ -145,6 +166,9 @@ enum DevCluster {
         /// Data cores per node.
         #[arg(long, default_value = "1")]
         cores: usize,
+        /// Seconds between the nodes' repair passes (`[repair] interval_secs`).
+        #[arg(long, default_value = "10")]
+        repair_interval: u64,
     },
     /// Stop the nodes listed in DIR/cluster.json.
     Down {
@@ -169,6 +193,32 @@ fn main() {
     if let Err(error) = run(args) {
         eprintln!("ds: {error:#}");
         std::process::exit(1);
+    }
+}
+
+fn print_health(health: &serde_json::Value) {
+    for key in [
+        "stripes",
+        "full",
+        "degraded",
+        "lost",
+        "repair_backlog",
+        "objects",
+        "passes",
+        "shards_rebuilt",
+        "bytes_rebuilt",
+        "objects_moved",
+        "repair_errors",
+        "scrub_passes",
+        "scrub_bytes",
+        "scrub_records",
+        "scrub_corrupt",
+        "scrub_damaged",
+        "scrub_progress",
+        "draining",
+        "drain_remaining",
+    ] {
+        println!("{key:<16} {}", health[key]);
     }
 }
 
@@ -336,6 +386,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             scheme,
             device_size,
             cores,
+            repair_interval,
         }) => {
             parse_size(&device_size).context("--device-size")?;
             let spec = ds::tools::dev_cluster::UpSpec {
@@ -344,6 +395,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 scheme,
                 device_size,
                 cores,
+                repair_interval,
             };
             let cluster = ds::tools::dev_cluster::up(&spec)?;
             for node in &cluster.nodes {
@@ -358,6 +410,43 @@ fn run(args: Args) -> anyhow::Result<()> {
                 cluster.scheme,
                 dir.join("cluster.json").display()
             );
+        }
+        Command::Admin(Admin::Health { json }) => {
+            let health = connect(node)?.health().context("health")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&health)?);
+            } else {
+                print_health(&health);
+            }
+        }
+        Command::Admin(Admin::Drain { no_wait, timeout }) => {
+            let health = connect(node)?.drain().context("drain")?;
+            if no_wait {
+                print_health(&health);
+                return Ok(());
+            }
+            let bar = indicatif::ProgressBar::new_spinner();
+            let started = Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                // The node stops once drained: a refused connection is the end.
+                let health =
+                    match Client::connect(node, CONNECT_TIMEOUT).and_then(|mut c| c.health()) {
+                        Ok(health) => health,
+                        Err(_) => break,
+                    };
+                bar.set_message(format!(
+                    "draining {node}: {} objects with shards left, {} shards moved",
+                    health["drain_remaining"], health["shards_rebuilt"]
+                ));
+                bar.tick();
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(timeout),
+                    "{node} is still draining after {timeout} s"
+                );
+            }
+            bar.finish_and_clear();
+            println!("{node} drained and stopped");
         }
         Command::DevCluster(DevCluster::Down { dir }) => {
             let stopped = ds::tools::dev_cluster::down(&dir)?;

@@ -61,6 +61,7 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
         Opcode::Delete => delete(ctx, conn, &header).await,
         Opcode::Stat => stat(ctx, conn, &header).await,
         Opcode::Overlay => overlay(ctx, conn, &header).await,
+        Opcode::Health | Opcode::Drain => health(ctx, conn, &header).await,
         Opcode::Unknown => Err(refuse(
             Status::BadRequest,
             "opcode UNKNOWN is not a request",
@@ -385,6 +386,27 @@ async fn stat(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
         stripes_listed: listed,
     }
     .encode();
+    send_document(ctx, conn, request, &document).await
+}
+
+/// HEALTH: the repair table's sums. DRAIN: the same, after asking every core to move its
+/// shards off this node (the node stops once they have).
+async fn health(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
+    let board = ctx
+        .repair_board
+        .borrow()
+        .clone()
+        .ok_or_else(|| refuse(Status::Unavailable, "this node runs no repair"))?;
+    if request.opcode == Opcode::Drain
+        && !board
+            .draining
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        tracing::info!("drain requested: moving every shard off this node");
+        board.kick.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let document =
+        serde_json::to_vec(&board.health()).map_err(|e| refuse(Status::Internal, e.to_string()))?;
     send_document(ctx, conn, request, &document).await
 }
 

@@ -59,6 +59,8 @@ pub struct UpSpec {
     pub scheme: Scheme,
     pub device_size: String,
     pub cores: usize,
+    /// The nodes' `[repair] interval_secs`: seconds between repair passes.
+    pub repair_interval: u64,
 }
 
 /// A port free for TCP and UDP on loopback, with the sockets that hold it: the caller keeps
@@ -147,12 +149,14 @@ pub fn up(spec: &UpSpec) -> anyhow::Result<ClusterFile> {
             "# Written by `ds dev-cluster up`; restart this node with: ds-appliance --config {config}\n\
              data_dir = {data:?}\nlisten = \"{client_addr}\"\ncores = {cores}\npin_cores = false\n\
              log_level = \"info\"\n\n[objects]\ndefault_scheme = \"{scheme}\"\n\n\
+             [repair]\ninterval_secs = {repair_interval}\n\n\
              [overlay]\nlisten = \"{overlay_addr}\"\nseeds = [{seeds}]\ncluster_secret = \"{secret}\"\n\n\
              [[devices]]\npath = \"dev0.img\"\nsize = {size:?}\n",
             config = config.display(),
             data = node_dir.join("data"),
             cores = spec.cores,
             scheme = spec.scheme,
+            repair_interval = spec.repair_interval,
             seeds = seeds.join(", "),
             size = spec.device_size,
         );

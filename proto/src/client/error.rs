@@ -128,6 +128,9 @@ pub enum ProtocolError {
     /// An OVERLAY document that does not parse (the connection stays usable).
     #[error(transparent)]
     Overlay(#[from] crate::overlay::OverlayDecodeError),
+    /// A HEALTH or DRAIN document that is not JSON (the connection stays usable).
+    #[error("{opcode} reply is not a JSON document: {error}")]
+    Document { opcode: &'static str, error: String },
     /// A PING reply whose payload is not the request's.
     #[error("request {request_id}: the PING reply does not echo the payload")]
     PingEcho { request_id: u64 },
