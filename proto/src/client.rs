@@ -209,7 +209,7 @@ impl Client {
         OverlayReply::decode(&document).map_err(|error| ProtocolError::Overlay(error).into())
     }
 
-    /// The node's repair and scrub state (HEALTH): a JSON object (`docs/protocol.md` §5.9).
+    /// The node's repair and scrub state (HEALTH): a JSON object (`docs/protocol.md` §5.8).
     pub fn health(&mut self) -> Result<serde_json::Value, ClientError> {
         self.admin(Opcode::Health)
     }
