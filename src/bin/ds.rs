@@ -107,6 +107,10 @@ enum Command {
     /// Administration of a node: its repair state, draining it.
     #[command(subcommand)]
     Admin(Admin),
+    /// Simulate repair under churn (no sockets): thousands of nodes, seeded, deterministic;
+    /// objects lost, shards rebuilt and moved, repair traffic per node.
+    #[command(name = "repair-sim")]
+    RepairSim(ds::tools::repair_sim::RepairSimArgs),
     /// Load the node and report ops/s, MB/s and latency percentiles.
     Bench {
         #[arg(long, value_enum, default_value = "put")]
@@ -448,6 +452,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             bar.finish_and_clear();
             println!("{node} drained and stopped");
         }
+        Command::RepairSim(args) => ds::tools::repair_sim::main(&args)?,
         Command::DevCluster(DevCluster::Down { dir }) => {
             let stopped = ds::tools::dev_cluster::down(&dir)?;
             println!("{stopped} nodes stopped");

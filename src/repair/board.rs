@@ -37,6 +37,9 @@ pub struct CoreRepair {
     pub scrub_errors: u64,
     /// Fraction of the current scrub pass done.
     pub scrub_progress: f64,
+    /// Devices of this core failing or being taken out, and devices detached so far.
+    pub devices_failing: u64,
+    pub devices_retired: u64,
     /// While draining: objects with shards still on this core at the last walk.
     pub drain_remaining: u64,
     /// A drain pass found nothing of this core's left to move.
@@ -74,6 +77,8 @@ pub struct Health {
     pub scrub_damaged: u64,
     pub scrub_errors: u64,
     pub scrub_progress: f64,
+    pub devices_failing: u64,
+    pub devices_retired: u64,
     pub draining: bool,
     pub drain_remaining: u64,
     pub drained: bool,
@@ -128,6 +133,8 @@ impl RepairBoard {
             health.scrub_errors += core.scrub_errors;
             health.scrub_progress += core.scrub_progress / cores.len() as f64;
             health.drain_remaining += core.drain_remaining;
+            health.devices_failing += core.devices_failing;
+            health.devices_retired += core.devices_retired;
             health.drained &= core.drained && health.draining;
         }
         health.cores = cores;

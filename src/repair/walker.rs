@@ -22,6 +22,10 @@ use crate::service::placement;
 
 /// Device bytes one walk step reads at most.
 const WALK_STEP_BYTES: usize = 1 << 20;
+/// Unreadable ranges one walk steps over before it gives up.
+const WALK_SKIPS_MAX: usize = 4096;
+/// Failed reads after which a device is taken out of service.
+const DEVICE_READ_ERRORS_MAX: u64 = 8;
 /// How often a waiting walker looks for a reason to start.
 const WAIT_STEP: Duration = Duration::from_millis(200);
 /// A change of members waits this long first, so a burst of changes makes one pass.
@@ -74,9 +78,44 @@ struct Found {
     corrupt: BTreeMap<u128, BTreeSet<u32>>,
 }
 
+/// Takes failing devices out of service (a failed write, or repeated failed reads), and
+/// detaches those whose every segment was tried; what was on them is then missing from this
+/// node's index, and the repair of other nodes (and this one) rebuilds it here or elsewhere.
+fn tend_devices(ctx: &CoreCtx, board: &RepairBoard) {
+    let mut store = ctx.store.borrow_mut();
+    for (slot, read_errors, failed, draining) in store.device_health() {
+        if draining {
+            if store.try_detach(slot) {
+                tracing::warn!(core = ctx.core, slot, "failed device detached");
+                ctx.owner.borrow_mut().forget_cached();
+                board.update(ctx.core, |c| c.devices_retired += 1);
+            }
+            continue;
+        }
+        if failed || read_errors >= DEVICE_READ_ERRORS_MAX {
+            match store.retire_device(slot) {
+                Ok(()) => {
+                    ctx.owner.borrow_mut().forget_cached();
+                    tracing::error!(
+                        core = ctx.core,
+                        slot,
+                        read_errors,
+                        failed,
+                        "device fails: taken out of service; its shards will be rebuilt"
+                    )
+                }
+                Err(error) => {
+                    tracing::warn!(core = ctx.core, slot, %error, "a failing device cannot be retired")
+                }
+            }
+        }
+    }
+}
+
 async fn pass(ctx: &Rc<CoreCtx>, board: &RepairBoard, walk_pace: &Pace, pace: &Pace) {
     let core = ctx.core;
     board.update(core, |c| c.in_pass = true);
+    tend_devices(ctx, board);
     let draining = board.draining.load(Ordering::Relaxed);
     let found = walk(ctx, board, walk_pace).await;
     let list = ctx.member_list();
@@ -138,6 +177,13 @@ async fn pass(ctx: &Rc<CoreCtx>, board: &RepairBoard, walk_pace: &Pace, pace: &P
         c.repair_backlog =
             totals.shards_missing.saturating_sub(totals.shards_rebuilt) + totals.degraded + errors;
         c.repair_errors += errors;
+        c.devices_failing = ctx
+            .store
+            .borrow()
+            .device_health()
+            .iter()
+            .filter(|d| d.2 || d.3)
+            .count() as u64;
         if draining {
             c.drain_remaining = found.shards.len() as u64;
             c.drained = found.shards.is_empty() && errors == 0;
@@ -150,6 +196,7 @@ async fn walk(ctx: &Rc<CoreCtx>, board: &RepairBoard, walk_pace: &Pace) -> Found
     let core = ctx.core;
     let mut found = Found::default();
     let mut cursor = WalkCursor::START;
+    let mut skips = 0;
     loop {
         if ctx.stopping.get() {
             return found;
@@ -158,6 +205,14 @@ async fn walk(ctx: &Rc<CoreCtx>, board: &RepairBoard, walk_pace: &Pace) -> Found
             Ok(step) => step,
             Err(WalkError::Busy) => {
                 ctx.sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Err(WalkError::Io { skip, .. }) if skips < WALK_SKIPS_MAX => {
+                // An unreadable range: leave it out (its shards read as failed and are
+                // rebuilt once the device is retired) and walk on.
+                skips += 1;
+                board.update(core, |c| c.scrub_errors += 1);
+                cursor = skip;
                 continue;
             }
             Err(error) => {

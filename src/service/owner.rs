@@ -159,6 +159,12 @@ impl OwnerState {
         self.clock
     }
 
+    /// Drops every cached metadata copy (a device went: some copies may have gone with it,
+    /// and must read as missing so that other nodes restore them).
+    pub fn forget_cached(&mut self) {
+        self.metas.clear();
+    }
+
     fn cache(&mut self, object: u128, meta: ObjectMeta) {
         if self.metas.len() >= META_CACHE_MAX && !self.metas.contains_key(&object) {
             // Only this core writes these records, so dropping entries loses nothing but a read.

@@ -5,3 +5,4 @@ pub mod capacity;
 pub mod dev_cluster;
 pub mod load;
 pub mod node_bench;
+pub mod repair_sim;

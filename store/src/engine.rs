@@ -765,6 +765,9 @@ impl CoreStore {
         match completion.result {
             Err(error) => {
                 self.stats.read_errors += 1;
+                if let Some(member) = self.members[usize::from(slot)].as_mut() {
+                    member.read_errors += 1;
+                }
                 self.op_mut(op).read_error = Some(error);
                 self.bufs.give(buf);
             }

@@ -95,6 +95,8 @@ pub(crate) struct Member {
     pub draining: bool,
     /// A write or flush failed: takes no new records until re-added.
     pub failed: bool,
+    /// Reads of this device that failed (gets, walks, compaction).
+    pub read_errors: u64,
     pub bytes_written: u64,
     pub bytes_since_checkpoint: u64,
     pub checkpoint_generation: u64,

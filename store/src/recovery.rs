@@ -153,6 +153,27 @@ impl CoreStore {
         self.members[usize::from(slot)] = None;
     }
 
+    /// Each device's trouble: (slot, failed reads, a write failed, being removed).
+    pub fn device_health(&self) -> Vec<(u8, u64, bool, bool)> {
+        self.members
+            .iter()
+            .flatten()
+            .map(|m| (m.slot, m.read_errors, m.failed, m.draining))
+            .collect()
+    }
+
+    /// Takes a failing device out of service: it takes no new records, what can still be read
+    /// is moved off by compaction, and once every segment was tried it is detached
+    /// ([`CoreStore::try_detach`]) with the entries of what could not be read, which repair
+    /// then restores from other nodes. Refused for the last device that takes writes.
+    pub fn retire_device(&mut self, slot: u8) -> Result<(), OpenError> {
+        self.remove_device(slot)?;
+        if let Some(member) = self.members[usize::from(slot)].as_mut() {
+            member.failed = true;
+        }
+        Ok(())
+    }
+
     /// Starts moving everything off device `slot`; it takes no new records from now on.
     /// [`CoreStore::try_detach`] reports when it is empty and detaches it.
     pub fn remove_device(&mut self, slot: u8) -> Result<(), OpenError> {
@@ -297,6 +318,7 @@ impl CoreStore {
             backlog: Default::default(),
             draining: false,
             failed: false,
+            read_errors: 0,
             bytes_written: 0,
             bytes_since_checkpoint: 0,
             checkpoint_generation: 0,

@@ -370,6 +370,7 @@ impl CoreStore {
         let tag = member.sb.device_uuid as u64;
         if let Err(error) = completion.result {
             self.stats.read_errors += 1;
+            member.read_errors += 1;
             self.bufs.give(buf);
             self.walks_inflight -= 1;
             let end = walk.start + walk.len;
