@@ -58,6 +58,8 @@ pub struct CoreSetup {
     /// The node's repair table, and how this core's walker runs.
     pub repair_board: Arc<crate::repair::board::RepairBoard>,
     pub repair: crate::config::RepairConfig,
+    /// The node has overlay seeds: it expects other members.
+    pub expect_peers: bool,
 }
 
 /// Runs core `setup.core` until the node stops; reports on `ready` once it serves.
@@ -121,6 +123,7 @@ fn start(setup: &CoreSetup) -> anyhow::Result<Rc<CoreCtx>> {
     );
     *ctx.overlay.borrow_mut() = setup.overlay.clone();
     *ctx.members.borrow_mut() = setup.members.clone();
+    ctx.expect_peers.set(setup.expect_peers);
     *ctx.policy.borrow_mut() = setup.policy.clone();
     *ctx.repair_board.borrow_mut() = Some(setup.repair_board.clone());
     ctx.executor.spawn(crate::repair::walker::run(

@@ -114,6 +114,7 @@ impl Node {
                 policy: config.objects.clone(),
                 repair_board: repair_board.clone(),
                 repair: config.repair.clone(),
+                expect_peers: !config.overlay.seeds.is_empty(),
                 recv_buffer: config.recv_buffer.bytes() as usize,
             };
             let ready = ready_tx.clone();

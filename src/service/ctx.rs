@@ -20,6 +20,8 @@ use crate::reactor::timer::{self, Timers};
 use crate::service::owner::{OwnerState, ShardOp, ShardReply};
 use crate::service::peer::{CallResult, Peers};
 
+/// How long a request waits for a node that just started to find its cluster.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// Reply buffers a core keeps for reuse, and the smallest worth keeping.
 const SEND_POOL_MAX: usize = 64;
 const SEND_POOL_MIN_BYTES: usize = 64 << 10;
@@ -76,6 +78,8 @@ pub struct CoreCtx {
     /// Connections to other nodes and the calls in flight on them.
     pub peers: RefCell<Peers>,
     pub peer_slots: Rc<RefCell<Slots<CallResult>>>,
+    /// The node was configured with seeds: it is part of a cluster of more than itself.
+    pub expect_peers: Cell<bool>,
     /// The nodes serving data, as the overlay publishes them (none: this node alone).
     pub members: RefCell<Option<Arc<MembersWatch>>>,
     /// The copy of the member list this core works with, refreshed when the generation moves.
@@ -156,6 +160,7 @@ impl CoreCtx {
             stopping: Cell::new(false),
             peers: RefCell::default(),
             peer_slots: Rc::default(),
+            expect_peers: Cell::new(false),
             members: RefCell::new(None),
             member_list: RefCell::default(),
             hlc: RefCell::default(),
@@ -167,6 +172,20 @@ impl CoreCtx {
             coding: RefCell::default(),
             repair_board: RefCell::new(None),
         })
+    }
+
+    /// Waits (at most [`JOIN_WAIT`]) until the overlay runs and, when the node has seeds, knows
+    /// another member: a node that just started must not take itself for the whole cluster
+    /// (it would find no metadata copies but its own, or place every shard on itself).
+    pub async fn members_ready(&self) {
+        let deadline = Instant::now() + JOIN_WAIT;
+        while Instant::now() < deadline {
+            let list = self.member_list();
+            if list.generation > 0 && (!self.expect_peers.get() || list.len() > 1) {
+                return;
+            }
+            self.sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The nodes serving data as last published (this node alone when there is no overlay).

@@ -30,13 +30,18 @@ pub fn target_of(ctx: &CoreCtx, list: &MemberList, node: u128) -> Target {
         .map_or(Target::Unknown(node), |m| Target::Remote(m.data))
 }
 
-/// The nodes holding copies of `object`'s metadata.
+/// The nodes holding copies of `object`'s metadata (never none: this node at least).
 fn meta_targets(ctx: &CoreCtx, object: u128) -> Vec<Target> {
     let list = ctx.member_list();
-    list.closest(object, META_COPIES)
+    let targets: Vec<Target> = list
+        .closest(object, META_COPIES)
         .into_iter()
         .map(|m| target_of(ctx, &list, m.id))
-        .collect()
+        .collect();
+    if targets.is_empty() {
+        return vec![Target::Local];
+    }
+    targets
 }
 
 fn majority(copies: usize) -> usize {

@@ -45,6 +45,12 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
         _ => None,
     };
     let payload_bytes = frame.payload.len() as u64;
+    if matches!(
+        header.opcode,
+        Opcode::Create | Opcode::Put | Opcode::Get | Opcode::Delete | Opcode::Stat
+    ) {
+        ctx.members_ready().await;
+    }
     let result = match header.opcode {
         _ if header.is_reply() => Err(refuse(
             Status::BadRequest,
