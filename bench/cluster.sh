@@ -76,7 +76,7 @@ restart_with_config() {
   : > "$cdir/pids"
   for cfg in $(python3 -c 'import json,sys; print(" ".join(n["config"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$cdir/cluster.json"); do
     printf '%s\n' "$node_config" | cat - "$cfg" > "$cfg.new" && mv "$cfg.new" "$cfg"
-    setsid target/release/ds-appliance --config "$cfg" >> "$(dirname "$cfg")/node.log" 2>&1 < /dev/null &
+    target/release/ds-appliance --config "$cfg" >> "$(dirname "$cfg")/node.log" 2>&1 < /dev/null &
     echo $! >> "$cdir/pids"
   done
   touch "$cdir/restarted"
@@ -152,6 +152,7 @@ perf_phase() {
   pids=$(paste -sd, "$cdir/pids")
   # A large buffer: on a busy 2-vCPU machine perf's reader falls behind, and stacks of 16 KiB
   # a sample fill a small one at once (samples are then lost, not slowed down).
+  rm -f "$dir/perf.data" "$dir/perf.data.old"
   perf record -F "$perf_hz" -m 64M --call-graph dwarf,16384 -p "$pids" -o "$dir/perf.data" \
     -- sleep "$((seconds + 1))" > "$dir/perf.log" 2>&1 &
   local perf_pid=$!

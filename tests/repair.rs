@@ -469,11 +469,15 @@ impl Cluster {
                 "ds stats of node {i}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut found = false;
+            for line in text.lines() {
                 if line.starts_with(metric) && !line.starts_with('#') {
                     sum += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+                    found = true;
                 }
             }
+            assert!(found, "node {i} does not report {metric}:\n{text}");
         }
         sum
     }
@@ -635,6 +639,73 @@ fn wait_healthy(cluster: &Cluster, nodes: &[usize], gone: &[String], what: &str)
             Err(problems.join("\n"))
         }
     })
+}
+
+/// STATs every object through node `via` until `check` finds nothing wrong with any (it
+/// describes what is wrong with one), for up to `timeout`; then panics with how many objects
+/// are wrong and a few of them.
+fn wait_placements(
+    cluster: &Cluster,
+    via: usize,
+    objects: &[Obj],
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Obj, &Placement) -> Option<String>,
+) {
+    let started = Instant::now();
+    let mut client = cluster.client(via);
+    wait_until(what, timeout, || {
+        let mut wrong = Vec::new();
+        for object in objects {
+            let placement = cluster.placement(&mut client, object)?;
+            if let Some(problem) = check(object, &placement) {
+                wrong.push(format!(
+                    "  {} ({} bytes): {problem}; shards (shard: node) {:?}, missing {:?}",
+                    object.id, object.size, placement.stripes, placement.missing
+                ));
+            }
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {} objects wrong, e.g.\n{}",
+                wrong.len(),
+                objects.len(),
+                wrong[..wrong.len().min(8)].join("\n")
+            ))
+        }
+    });
+    eprintln!(
+        "{what}: so for all {} objects in {:.1?}",
+        objects.len(),
+        started.elapsed()
+    );
+}
+
+/// What is wrong with a placement that should have, in every stripe, 6 shards on 6 distinct
+/// nodes of `allowed` and nothing missing.
+fn not_whole_on(placement: &Placement, allowed: &BTreeSet<usize>) -> Option<String> {
+    if !placement.missing.is_empty() {
+        return Some(format!("{} shards missing", placement.missing.len()));
+    }
+    for (stripe, shards) in &placement.stripes {
+        let nodes: BTreeSet<usize> = shards.values().copied().collect();
+        if shards.len() != 6 || nodes.len() != 6 {
+            return Some(format!(
+                "stripe {stripe} has {} shards on {} nodes",
+                shards.len(),
+                nodes.len()
+            ));
+        }
+        if !nodes.is_subset(allowed) {
+            return Some(format!(
+                "stripe {stripe} has shards on nodes {:?}",
+                nodes.difference(allowed).collect::<Vec<_>>()
+            ));
+        }
+    }
+    None
 }
 
 // ----- objects -----
@@ -934,25 +1005,15 @@ fn repair_restores_redundancy_after_two_nodes_die() {
     assert!(shards > 0, "no shard was rebuilt after 2 of 8 nodes died");
 
     // Every stripe of every object: 6 shards on 6 distinct live nodes, none missing.
-    let mut via = cluster.client(survivors[0]);
-    for object in &objects {
-        let placement = cluster.placement(&mut via, object).unwrap();
-        assert!(
-            placement.missing.is_empty(),
-            "{} after repair: missing {:?}",
-            object.id,
-            placement.missing
-        );
-        for (stripe, shards) in &placement.stripes {
-            let nodes: BTreeSet<usize> = shards.values().copied().collect();
-            assert!(
-                shards.len() == 6 && nodes.len() == 6 && nodes.iter().all(|n| !first.contains(n)),
-                "{} stripe {stripe} after repair: shards on nodes {shards:?} (dead {first:?})",
-                object.id
-            );
-        }
-    }
-    drop(via);
+    let live: BTreeSet<usize> = survivors.iter().copied().collect();
+    wait_placements(
+        &cluster,
+        survivors[0],
+        &objects,
+        "every stripe whole on the survivors",
+        Duration::from_secs(30),
+        |_, placement| not_whole_on(placement, &live),
+    );
 
     let second: Vec<usize> = order[2..4].to_vec();
     eprintln!("killing nodes {second:?}");
@@ -1019,6 +1080,14 @@ fn shards_move_to_joining_nodes_while_reads_stay_correct() {
             }
             log
         });
+        // Whatever happens below (a failed check panics), the reader stops, so the scope ends.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop_reader = StopOnDrop(stop);
         let joined = Instant::now();
         let new: Vec<usize> = (0..3).map(|_| cluster.add_node()).collect();
         cluster.wait_converged();
@@ -1046,33 +1115,14 @@ fn shards_move_to_joining_nodes_while_reads_stay_correct() {
             "{to_new} of {} objects have a new node among their 6 closest",
             objects.len()
         );
-        let mut via = cluster.client(old[0]);
-        wait_until("shards on the 6 closest nodes", REPAIR_TIMEOUT, || {
-            let mut wrong = Vec::new();
-            for object in objects {
-                let want = closest(object);
-                let placement = cluster.placement(&mut via, object)?;
-                let whole = placement
-                    .stripes
-                    .values()
-                    .all(|shards| shards.len() == 6 && shards.values().all(|n| want.contains(n)));
-                if !whole || !placement.missing.is_empty() {
-                    wrong.push(format!(
-                        "{}: on {:?} (missing {:?}), closest {want:?}",
-                        object.id, placement.stripes, placement.missing
-                    ));
-                }
-            }
-            if wrong.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} objects not in place, e.g.\n{}",
-                    wrong.len(),
-                    wrong[..wrong.len().min(5)].join("\n")
-                ))
-            }
-        });
+        wait_placements(
+            &cluster,
+            old[0],
+            objects,
+            "shards on the 6 closest nodes",
+            REPAIR_TIMEOUT,
+            |object, placement| not_whole_on(placement, &closest(object)),
+        );
         eprintln!(
             "every object on its 6 closest nodes {:.1?} after the first join",
             joined.elapsed()
@@ -1109,11 +1159,7 @@ fn shards_move_to_joining_nodes_while_reads_stay_correct() {
             "{count} reads failed with {status} while nodes joined (first: {first})"
         );
     }
-    let healths: Vec<Value> = cluster
-        .live()
-        .iter()
-        .map(|&i| cluster.health(i).unwrap())
-        .collect();
+    let healths = wait_healthy(&cluster, &cluster.live(), &[], "health after the joins");
     let moved: u64 = healths.iter().map(|h| counter(h, "objects_moved")).sum();
     for (i, health) in cluster.live().iter().zip(&healths) {
         eprintln!("  node {i}: {}", health_summary(health));
@@ -1347,26 +1393,15 @@ fn a_drained_node_leaves_with_nothing_degraded() {
     for (i, health) in rest.iter().zip(&healths) {
         eprintln!("  node {i}: {}", health_summary(health));
     }
-    let mut via = cluster.client(rest[0]);
-    for object in &objects {
-        let placement = cluster.placement(&mut via, object).unwrap();
-        assert!(
-            !placement.nodes().contains(&drained) && placement.missing.is_empty(),
-            "{} after the drain: shards on {:?}, missing {:?} (drained node {drained})",
-            object.id,
-            placement.stripes,
-            placement.missing
-        );
-        for (stripe, shards) in &placement.stripes {
-            assert_eq!(
-                shards.len(),
-                6,
-                "{} stripe {stripe} after the drain: {shards:?}",
-                object.id
-            );
-        }
-    }
-    drop(via);
+    let allowed: BTreeSet<usize> = rest.iter().copied().collect();
+    wait_placements(
+        &cluster,
+        rest[0],
+        &objects,
+        "every stripe whole on the nodes left",
+        Duration::from_secs(30),
+        |_, placement| not_whole_on(placement, &allowed),
+    );
     assert_all_exact(&cluster, &rest, &objects, "after the drain");
     cluster.assert_running();
     eprintln!("total {:.1?}", started.elapsed());
@@ -1452,4 +1487,5 @@ fn health_reports_every_field_on_an_empty_node() {
         );
     }
     node.stop();
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -223,6 +223,10 @@ fn serve(ctx: &Rc<CoreCtx>, setup: &CoreSetup) -> anyhow::Result<()> {
                 tracing::warn!(core = ctx.core, %error, "waiting for the network failed");
             }
             inbox.woke();
+            // Time blocked is idle, whatever the turn that follows finds to do.
+            let woke = Instant::now();
+            ctx.metrics.borrow_mut().add_idle(woke - turn_start);
+            turn_start = woke;
         }
     }
 }

@@ -357,16 +357,26 @@ async fn repair_stripe(
             &parity[i - k]
         };
         let data = &data[..meta.stored_bytes() as usize];
-        match shards::write_shard(ctx, new_t[i], meta, data, corrupt_on_new[i]).await {
-            // Stale: the node has this version or a newer one already.
-            Ok(()) | Err(OpError::Stale(_)) => {
-                rebuilt += 1;
-                bytes += data.len() as u64;
-            }
+        let written = match shards::write_shard(ctx, new_t[i], meta, data, corrupt_on_new[i]).await
+        {
+            Ok(()) => true,
+            // The node holds something as new or newer under this key: the shard itself (a
+            // racing repair or write), or a tombstone left when the shard moved away earlier,
+            // which a rebuild at the stripe's version cannot replace. Only a read tells.
+            Err(OpError::Stale(_)) => matches!(
+                shards::read_shard(ctx, new_t[i], object, stripe, i as u8).await,
+                Ok(Some(ref held)) if held.meta.version >= version
+            ),
             Err(error) => {
                 tracing::debug!(object = %ObjectId(object), stripe, shard = i, %error, "shard not rebuilt");
-                short = true;
+                false
             }
+        };
+        if written {
+            rebuilt += 1;
+            bytes += data.len() as u64;
+        } else {
+            short = true;
         }
     }
     Ok(if short {

@@ -30,6 +30,19 @@ pub async fn handle(
     let owner = owner_of(ctx, object);
     match request.opcode {
         Opcode::ShardWrite => {
+            // A draining node takes no shards: they would only have to move again, and a
+            // repair elsewhere may be moving them off at the same time.
+            let draining = ctx
+                .repair_board
+                .borrow()
+                .as_ref()
+                .is_some_and(|b| b.draining.load(std::sync::atomic::Ordering::Relaxed));
+            if draining {
+                return Err(refuse(
+                    Status::Unavailable,
+                    "this node is draining and takes no shards",
+                ));
+            }
             let meta = ShardMeta::decode(&payload)
                 .map_err(|e| refuse(Status::BadRequest, format!("shard header: {e}")))?;
             if meta.object != object {
