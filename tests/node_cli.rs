@@ -174,6 +174,17 @@ fn stats_socket_reports_the_work_done() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(put_total, 20.0, "{prom}");
+    // Repair and scrub: backlog, bytes rebuilt, scrub progress and errors (issue 6).
+    for family in [
+        "ds_repair_repair_backlog",
+        "ds_repair_bytes_rebuilt",
+        "ds_repair_scrub_progress",
+        "ds_repair_scrub_errors",
+        "ds_repair_scrub_corrupt",
+    ] {
+        assert!(prom.contains(&format!("\n{family} ")), "{family} missing:\n{prom}");
+    }
+    assert!(json["repair"]["repair_backlog"].is_u64(), "{text}");
     let top = ok(&node.ds(&[
         "top",
         "--socket",

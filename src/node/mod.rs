@@ -143,6 +143,7 @@ impl Node {
         let version = crate::GIT_REVISION.to_string();
         let started = Instant::now();
         let overlay_stats = overlay.snapshot.clone();
+        let board = repair_board.clone();
         let source = move || NodeSnapshot {
             node_id: format!("{node_id:032x}"),
             version: version.clone(),
@@ -156,6 +157,12 @@ impl Node {
                 .lock()
                 .ok()
                 .and_then(|s| serde_json::to_value(&*s).ok()),
+            repair: serde_json::to_value(board.health()).ok().map(|mut health| {
+                if let Some(fields) = health.as_object_mut() {
+                    fields.remove("cores");
+                }
+                health
+            }),
         };
         let stats = StatsServer::start(&config.stats_socket, source).with_context(|| {
             format!(

@@ -73,6 +73,27 @@ fn escape_label(value: &str) -> String {
 }
 
 /// Rust prints `inf` and `NaN`; the format wants `+Inf`, `-Inf`, `NaN`.
+/// Every number of the repair table as `ds_repair_<name>` (scrub ones included).
+fn repair_families(out: &mut Exposition, report: &NodeReport) {
+    let Some(serde_json::Value::Object(repair)) = &report.repair else {
+        return;
+    };
+    for (name, value) in repair {
+        let family = format!("ds_repair_{name}");
+        match value {
+            serde_json::Value::Number(number) => {
+                out.family(&family, "gauge", &format!("Repair: {name}."));
+                out.sample(&family, &[], number);
+            }
+            serde_json::Value::Bool(flag) => {
+                out.family(&family, "gauge", &format!("Repair: {name} (1 = yes)."));
+                out.sample(&family, &[], u8::from(*flag));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Every number of the overlay's counters as `ds_overlay_<name>`; drops by reason as labels.
 fn overlay_families(out: &mut Exposition, report: &NodeReport) {
     let Some(serde_json::Value::Object(overlay)) = &report.overlay else {
@@ -137,6 +158,7 @@ pub fn prometheus(report: &NodeReport) -> String {
     cluster_families(&mut out, report);
     device_families(&mut out, report);
     overlay_families(&mut out, report);
+    repair_families(&mut out, report);
     out.text
 }
 

@@ -123,6 +123,9 @@ pub struct NodeReport {
     /// The overlay's counters, when it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<serde_json::Value>,
+    /// Repair and scrub counters (`ds admin health` without the per-core list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<serde_json::Value>,
 }
 
 fn sum_ops(ops: &BTreeMap<String, OpReport>) -> OpCounters {
@@ -215,6 +218,7 @@ impl NodeReport {
             cores: node.cores.iter().map(CoreReport::new).collect(),
             devices: node.devices().cloned().collect(),
             overlay: node.overlay.clone(),
+            repair: node.repair.clone(),
         }
     }
 

@@ -136,6 +136,8 @@ pub struct NodeSnapshot {
     pub cores: Vec<CoreSnapshot>,
     /// The overlay's counters (routing table, lookups, hops, drops), when it runs.
     pub overlay: Option<serde_json::Value>,
+    /// Repair and scrub (the HEALTH document without its per-core list), when repair runs.
+    pub repair: Option<serde_json::Value>,
 }
 
 /// Sums over the cores of a [`NodeSnapshot`].
@@ -180,6 +182,7 @@ impl NodeSnapshot {
             listen: listen.to_string(),
             cores,
             overlay: None,
+            repair: None,
         }
     }
 
