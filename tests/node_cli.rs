@@ -182,7 +182,10 @@ fn stats_socket_reports_the_work_done() {
         "ds_repair_scrub_errors",
         "ds_repair_scrub_corrupt",
     ] {
-        assert!(prom.contains(&format!("\n{family} ")), "{family} missing:\n{prom}");
+        assert!(
+            prom.contains(&format!("\n{family} ")),
+            "{family} missing:\n{prom}"
+        );
     }
     assert!(json["repair"]["repair_backlog"].is_u64(), "{text}");
     let top = ok(&node.ds(&[
