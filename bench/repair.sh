@@ -17,7 +17,8 @@
 # (the dead node's used bytes before the kill, and 1/NODES of all nodes' used bytes), time to full
 # redundancy from the kill and from the overlay's removal, MB/s rebuilt, and the ratios to fio.
 # Prints a table and writes every figure to DIR/results.json.
-#   bench/repair.sh [DIR]      (default target/bench/repair; about 1.5 minutes with the defaults)
+#   bench/repair.sh [DIR]      (default target/bench/repair; about 1 minute with the defaults,
+#   2 to 3 with OBJECTS=500)
 # Environment: OBJECTS (100), SIZE (4M), NODES (7), SCHEME (4+2), VICTIM (index of the node
 # killed; default the last), DEVICE_SIZE (4G), INTERVAL (repair interval, 2 s), CORES (1),
 # POLL (0.5 s), TIMEOUT (300 s, for each wait), FIO_SECONDS (5), KEEP=1 keeps the device files.
@@ -156,6 +157,8 @@ while True:
         last_change = t
         prev_sum = rebuilt
     polls.append({"t": round(t - t_kill, 3), "bytes_rebuilt": rebuilt,
+                  "per_survivor": {i: (h or {}).get("bytes_rebuilt", base_rebuilt[i]) - base_rebuilt[i]
+                                   for i, h in hs.items()},
                   "removed_on": len(removed),
                   "degraded": sum((h or {}).get("degraded", 0) for h in hs.values()),
                   "repair_backlog": sum((h or {}).get("repair_backlog", 0) for h in hs.values()),
@@ -197,6 +200,10 @@ out = {
     "bytes_rebuilt": sum(after[i]["bytes_rebuilt"] - base_rebuilt[i] for i in survivors if after.get(i)),
     "shards_rebuilt": sum(after[i]["shards_rebuilt"] - base_shards[i] for i in survivors if after.get(i)),
     "bytes_rebuilt_per_survivor": {i: after[i]["bytes_rebuilt"] - base_rebuilt[i] for i in survivors if after.get(i)},
+    # Each survivor's rebuilding time (poll intervals in which its bytes_rebuilt grew).
+    "seconds_rebuilding_per_survivor": {i: round(sum(b["t"] - a["t"] for a, b in zip(polls, polls[1:])
+                                                     if b["per_survivor"][i] > a["per_survivor"][i]), 2)
+                                        for i in survivors},
     "health_before": health_before, "health_after": after, "polls": polls,
 }
 json.dump(out, open(out_path, "w"), indent=2)
@@ -245,6 +252,8 @@ shard_bytes = logical * (k + m) // k
 rebuilt = mm["bytes_rebuilt"]
 mb = lambda b: round(b / 1e6, 1)
 rate_of = lambda secs: round(rebuilt / 1e6 / secs, 1) if secs else None
+def ratio(v, limit):
+    return round(v / limit, 4) if v is not None and limit else None
 out = {
     "command": "bench/repair.sh " + dir,
     "nodes": nodes, "scheme": scheme, "objects": objects, "object_bytes": size,
@@ -277,11 +286,23 @@ out = {
     "read_back_mismatches": int(mismatches),
     "load_average_at_kill": mm["load_average_at_kill"], "machine_cpus": mm["machine_cpus"],
     "bytes_rebuilt_per_survivor": mm["bytes_rebuilt_per_survivor"],
+    "seconds_rebuilding_per_survivor": mm["seconds_rebuilding_per_survivor"],
     "polls": mm["polls"],
 }
+# The busiest survivor (the leader of most of the lost shards' objects: repair runs on the node
+# closest to an object's id) and its rate while it rebuilt, beside the [repair] rate: stripe bytes
+# per second per core, so rate / K of rebuilt shard bytes per core when one shard of a stripe is lost.
+per = {int(i): b for i, b in mm["bytes_rebuilt_per_survivor"].items()}
+busiest = max(per, key=per.get) if per else None
+if busiest is not None:
+    secs = mm["seconds_rebuilding_per_survivor"].get(str(busiest))
+    rate_bytes = 128 << 20 if rate == "default" else None
+    out["busiest_survivor"] = busiest
+    out["busiest_survivor_share"] = round(per[busiest] / rebuilt, 3) if rebuilt else None
+    out["busiest_survivor_mb_per_s_while_rebuilding"] = round(per[busiest] / 1e6 / secs, 1) if secs else None
+    out["repair_rate_shard_mb_per_s_per_core"] = round(rate_bytes * cores / k / 1e6, 1) if rate_bytes else None
+    out["busiest_survivor_ratio_to_repair_rate"] = ratio(out["busiest_survivor_mb_per_s_while_rebuilding"], out["repair_rate_shard_mb_per_s_per_core"]) if rate_bytes else None
 fio_read_mb = out["fio_seq_read_1m_mb_per_s"]
-def ratio(v, limit):
-    return round(v / limit, 4) if v is not None and limit else None
 out["ratio_rebuilt_removal_to_full_over_fio_read"] = ratio(out["mb_per_s_rebuilt_removal_to_full"], fio_read_mb)
 out["ratio_rebuilt_while_rebuilding_over_fio_read"] = ratio(out["mb_per_s_rebuilt_while_rebuilding"], fio_read_mb)
 # repair_stripe reads every surviving shard of a stripe (K + M - 1 when one is lost) for every
@@ -300,7 +321,9 @@ rows = [
     ("removal -> full redundancy", f"{out['seconds_removal_to_full']} s from the first removal, {out['seconds_removal_all_to_full']} s from the last (last rebuild seen {out['seconds_removal_to_last_rebuild_seen']} s after the first)"),
     ("rebuilding (polls with progress)", f"{out['seconds_rebuilding']} s"),
     ("MB/s rebuilt", f"{out['mb_per_s_rebuilt_while_rebuilding']} while rebuilding; {out['mb_per_s_rebuilt_removal_to_full']} removal -> full; {out['mb_per_s_rebuilt_kill_to_full']} kill -> full"),
-    ("[repair] rate", out["repair_rate_setting"]),
+    ("[repair] rate", f"{out['repair_rate_setting']}: {out.get('repair_rate_shard_mb_per_s_per_core')} MB/s of rebuilt shards per core at K = {k}"),
+    ("rebuilt by each survivor (MB)", ", ".join(f"node{i} {mb(b)}" for i, b in sorted(per.items()))),
+    ("busiest survivor while rebuilding", f"node{out.get('busiest_survivor')}: {out.get('busiest_survivor_share')} of the bytes at {out.get('busiest_survivor_mb_per_s_while_rebuilding')} MB/s, {out.get('busiest_survivor_ratio_to_repair_rate')} of the [repair] rate"),
     ("fio 1 MiB QD8 seq read / write", f"{fio_read_mb} / {out['fio_seq_write_1m_mb_per_s']} MB/s (node0's device file)"),
     ("rebuilt MB/s / fio read", f"{out['ratio_rebuilt_while_rebuilding_over_fio_read']} while rebuilding (device bytes x(K+M): {out['ratio_device_traffic_while_rebuilding_over_fio_read']}); removal -> full {out['ratio_rebuilt_removal_to_full_over_fio_read']}"),
     ("objects read back wrong", str(mismatches)),

@@ -582,9 +582,11 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Bytes in MiB below 10 GiB, in GiB above.
+/// Bytes in KiB below 1 MiB, MiB below 10 GiB, GiB above.
 fn size(bytes: f64) -> String {
-    if bytes >= f64::from(10u32 << 30) {
+    if bytes > 0.0 && bytes < f64::from(1u32 << 20) {
+        format!("{:.0} KiB", bytes / 1024.0)
+    } else if bytes >= f64::from(10u32 << 30) {
         format!("{:.1} GiB", bytes / f64::from(1u32 << 30))
     } else {
         format!("{:.1} MiB", bytes / f64::from(1u32 << 20))
