@@ -303,22 +303,13 @@ fn publish(ctx: &Rc<CoreCtx>, slot: &Published) {
         ctx.executor.ready() as u64,
     );
     *metrics.devices_mut() = devices;
-    let coding = *ctx.coding.borrow();
+    // The coding counters are the core's own; the peer ones are read off its connections.
+    let mut cluster = *ctx.coding.borrow();
     let peers = ctx.peers.borrow();
-    metrics.set_cluster(crate::stats::metrics::ClusterCounters {
-        stripes_encoded: coding.stripes_encoded,
-        stripes_decoded: coding.stripes_decoded,
-        bytes_encoded: coding.bytes_encoded,
-        bytes_decoded: coding.bytes_decoded,
-        coding_ns: coding.coding_ns,
-        degraded_reads: coding.degraded_reads,
-        hedged_requests: coding.hedged_requests,
-        failed_reads: coding.failed_reads,
-        failed_writes: coding.failed_writes,
-        peer_calls_total: peers.calls_total,
-        peer_call_errors: peers.call_errors,
-        peer_calls_in_flight: peers.in_flight() as u64,
-    });
+    cluster.peer_calls_total = peers.calls_total;
+    cluster.peer_call_errors = peers.call_errors;
+    cluster.peer_calls_in_flight = peers.in_flight() as u64;
+    metrics.set_cluster(cluster);
     drop(peers);
     metrics.publish(slot);
 }

@@ -99,28 +99,7 @@ pub struct CoreCtx {
     /// The node's repair table (what this core's walker reports; drain requests).
     pub repair_board: RefCell<Option<Arc<crate::repair::board::RepairBoard>>>,
     /// Erasure coding done by this core as coordinator.
-    pub coding: RefCell<CodingCounters>,
-}
-
-/// What a core's coordinators spent on erasure coding, and how reads went.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CodingCounters {
-    /// Stripes encoded (writes) and restored (reads, copies included).
-    pub stripes_encoded: u64,
-    pub stripes_decoded: u64,
-    /// Stripe bytes encoded and restored.
-    pub bytes_encoded: u64,
-    pub bytes_decoded: u64,
-    /// Time inside the codec (encode and decode, copies of whole data shards included).
-    pub coding_ns: u64,
-    /// Stripes restored with parity because data shards were missing, failed or corrupt.
-    pub degraded_reads: u64,
-    /// Extra shard requests sent because an answer was slow.
-    pub hedged_requests: u64,
-    /// Stripe reads that failed (too few shards of one version).
-    pub failed_reads: u64,
-    /// Stripe writes that missed their quorum.
-    pub failed_writes: u64,
+    pub coding: RefCell<crate::stats::metrics::ClusterCounters>,
 }
 
 impl CoreCtx {
