@@ -247,6 +247,10 @@ pub trait Queue: Send {
     /// Returns how many completions were added.
     fn reap(&mut self, out: &mut Vec<Completion>) -> usize;
 
+    /// Hands queued requests to the device without reaping. A caller about to block on
+    /// [`Queue::wake_fd`] calls it first: a request only queued would never complete.
+    fn submit_queued(&mut self) {}
+
     /// Blocks until at least one completion is ready or `timeout` passes (`None`: no limit).
     /// Returns at once when nothing is in flight.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), IoError>;

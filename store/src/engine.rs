@@ -616,6 +616,11 @@ impl CoreStore {
                 member.drain_backlog();
             }
         }
+        // The last pass may have queued requests (a batch closed, a flush) that no reap
+        // handed over; the core may block right after this, so they go to the device now.
+        for member in self.members.iter_mut().flatten() {
+            member.queue.submit_queued();
+        }
         let before = out.len();
         out.extend(self.events.drain(..));
         out.len() - before

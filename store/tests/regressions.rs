@@ -245,3 +245,52 @@ fn a_damaged_marker_is_served_as_corrupt_reported_live_and_repairable() {
     store.repair(shard, meta(2), &[0x33; 20_000]).unwrap();
     assert_eq!(store.get(shard).unwrap().1, vec![0x33; 20_000]);
 }
+
+#[test]
+fn a_poll_hands_every_queued_request_to_the_kernel() {
+    // Bug: a poll could end having queued a batch write (or its flush) without entering the
+    // kernel; a core that then blocked on the store's wake descriptors slept until its timeout
+    // (100 ms per metadata write on a node in poll mode "sleep").
+    use ds_nvme::uring::{OpenOptions, UringDevice};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let options = OpenOptions {
+        create_bytes: Some(64 << 20),
+        ..OpenOptions::default()
+    };
+    let device: Arc<dyn Device> =
+        Arc::new(UringDevice::open(&dir.path().join("dev.img"), &options).unwrap());
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
+    let fds = store.wake_fds();
+    assert!(!fds.is_empty(), "a uring device has a wake descriptor");
+    // The first put also makes the segment header durable; the second is the plain case.
+    store.put(key(1), meta(1), &[7u8; 100]).unwrap();
+    store.submit_put(key(2), meta(1), &[7u8; 100], 42);
+    let mut events = Vec::new();
+    // Only poll when a descriptor says there is something to reap, as a sleeping core does.
+    while !events.iter().any(|e: &ds_store::Event| e.token == 42) {
+        store.poll(&mut events);
+        if events.iter().any(|e| e.token == 42) {
+            break;
+        }
+        let mut polls: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `polls` is a live array of `polls.len()` pollfd structs.
+        let ready = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 10_000) };
+        assert!(
+            ready > 0,
+            "the store's queue holds a request the kernel never got (poll returned {ready})"
+        );
+    }
+    let event = events.iter().find(|e| e.token == 42).unwrap();
+    assert!(
+        matches!(event.outcome, Outcome::Put(Ok(()))),
+        "{:?}",
+        event.outcome
+    );
+}

@@ -374,6 +374,12 @@ impl Queue for UringQueue {
         out.len() - before
     }
 
+    fn submit_queued(&mut self) {
+        if self.pending {
+            self.submit_pending();
+        }
+    }
+
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), IoError> {
         if self.inflight() == 0 {
             return Ok(());
