@@ -36,7 +36,7 @@ pub enum ShardOp {
     ShardPut {
         key: ShardKey,
         meta: ShardMeta,
-        data: Vec<u8>,
+        data: OwnedBytes,
         /// Rewrite a damaged record at the same version (repair of a corrupt shard).
         repair: bool,
     },
@@ -58,6 +58,35 @@ pub enum ShardOp {
         count: u32,
         shards: u64,
     },
+}
+
+/// Bytes `buf[start..]`, owned: a received frame's payload passes on without being copied out
+/// from behind the header it starts with.
+#[derive(Debug)]
+pub struct OwnedBytes {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl OwnedBytes {
+    /// `buf[start..]`; `start` is at most `buf.len()`.
+    pub fn after(buf: Vec<u8>, start: usize) -> Self {
+        assert!(start <= buf.len());
+        Self { buf, start }
+    }
+}
+
+impl From<Vec<u8>> for OwnedBytes {
+    fn from(buf: Vec<u8>) -> Self {
+        Self { buf, start: 0 }
+    }
+}
+
+impl std::ops::Deref for OwnedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 /// A shard a node holds, for STAT.

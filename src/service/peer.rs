@@ -75,13 +75,14 @@ impl Peers {
     }
 }
 
-/// Sends `header` with `payload` to the node at `addr` and waits for its reply. The request id
-/// and checksums are filled in here. `payload` is appended after the header in one buffer.
+/// Sends `header` with a payload of `parts`, in order, to the node at `addr` and waits for its
+/// reply. The request id and checksums are filled in here. The parts are copied once, into the
+/// buffer the frame is sent from.
 pub async fn call(
     ctx: &Rc<CoreCtx>,
     addr: SocketAddr,
     mut header: Header,
-    payload: &[u8],
+    parts: &[&[u8]],
 ) -> CallResult {
     let conn = match connection(ctx, addr) {
         Ok(conn) => conn,
@@ -94,15 +95,20 @@ pub async fn call(
         peers.next_request
     };
     header.request_id = request_id;
-    if let Err(error) = header.seal(payload) {
+    let payload_bytes: usize = parts.iter().map(|p| p.len()).sum();
+    let mut bytes = ctx.take_send_buf(HEADER_BYTES + payload_bytes);
+    bytes.resize(HEADER_BYTES, 0);
+    for part in parts {
+        bytes.extend_from_slice(part);
+    }
+    if let Err(error) = header.seal(&bytes[HEADER_BYTES..]) {
+        ctx.give_send_buf(bytes);
         return Err(PeerError::BadReply {
             addr,
             reason: format!("request not encodable: {error}"),
         });
     }
-    let mut bytes = ctx.take_send_buf(HEADER_BYTES + payload.len());
-    bytes.extend_from_slice(&header.encode());
-    bytes.extend_from_slice(payload);
+    bytes[..HEADER_BYTES].copy_from_slice(&header.encode());
     let slot = ctx.peer_slots.borrow_mut().open();
     let deadline = Instant::now() + CALL_TIMEOUT;
     ctx.peers.borrow_mut().calls.insert(

@@ -11,7 +11,7 @@ use ds_store::ShardKey;
 
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::{ObjectMeta, META_STRIPE};
-use crate::service::owner::{OpError, ShardOp, ShardReply};
+use crate::service::owner::{OpError, OwnedBytes, ShardOp, ShardReply};
 use crate::service::reply::{refuse, reply, reply_with, send_document, Handled, Refusal};
 use crate::service::shards::{header_of, owner_of, stored_of, SHARD_HEADER_BYTES};
 
@@ -51,14 +51,13 @@ pub async fn handle(
                     "the shard header names another object",
                 ));
             }
-            let data = &payload[SHARD_HEADER_BYTES..];
-            if data.len() != meta.stored_bytes() as usize {
+            let follow = payload.len() - SHARD_HEADER_BYTES;
+            if follow != meta.stored_bytes() as usize {
                 return Err(refuse(
                     Status::BadRequest,
                     format!(
-                        "shard header says {} bytes, {} follow",
+                        "shard header says {} bytes, {follow} follow",
                         meta.stored_bytes(),
-                        data.len()
                     ),
                 ));
             }
@@ -66,7 +65,7 @@ pub async fn handle(
             let op = ShardOp::ShardPut {
                 key,
                 meta: stored_of(&meta),
-                data: data.to_vec(),
+                data: OwnedBytes::after(payload, SHARD_HEADER_BYTES),
                 repair: request.aux & SHARD_WRITE_REPAIR != 0,
             };
             match ctx.call(owner, op).await {

@@ -164,8 +164,7 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -
             let (task_ctx, plan, data) = (ctx.clone(), plan.clone(), data.clone());
             ctx.executor.spawn_task(async move {
                 let from = range.buffer_offset as usize;
-                let bytes = &data[from..from + range.len as usize];
-                stripes::write(&task_ctx, &plan, range, bytes, size).await
+                stripes::write(&task_ctx, &plan, range, &data, from, size).await
             })
         })
         .collect();

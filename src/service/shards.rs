@@ -104,9 +104,9 @@ async fn remote(
     ctx: &Rc<CoreCtx>,
     addr: SocketAddr,
     header: Header,
-    payload: &[u8],
+    parts: &[&[u8]],
 ) -> Result<PeerReply, OpError> {
-    let reply = peer::call(ctx, addr, header, payload)
+    let reply = peer::call(ctx, addr, header, parts)
         .await
         .map_err(|e| OpError::Unavailable(e.to_string()))?;
     let message = || {
@@ -155,7 +155,7 @@ pub async fn write_shard(
             let op = ShardOp::ShardPut {
                 key,
                 meta: stored_of(&meta),
-                data: data.to_vec(),
+                data: data.to_vec().into(),
                 repair,
             };
             match ctx.call(owner_of(ctx, meta.object), op).await {
@@ -164,16 +164,13 @@ pub async fn write_shard(
             }
         }
         Target::Remote(addr) => {
-            let mut payload = ctx.take_send_buf(SHARD_HEADER_BYTES + data.len());
-            payload.extend_from_slice(&meta.encode());
-            payload.extend_from_slice(data);
             let mut header = request(Opcode::ShardWrite, meta.object);
             if repair {
                 header.aux = crate::service::peer_ops::SHARD_WRITE_REPAIR;
             }
-            let result = remote(ctx, addr, header, &payload).await;
-            ctx.give_send_buf(payload);
-            result.map(drop)
+            remote(ctx, addr, header, &[&meta.encode(), data])
+                .await
+                .map(drop)
         }
         Target::Unknown(node) => Err(unknown(node)),
     }
@@ -274,7 +271,7 @@ pub async fn delete_shards(
             header.offset = u64::from(first);
             header.length = u64::from(count);
             header.aux = u64::from(shard);
-            remote(ctx, addr, header, &version.to_le_bytes())
+            remote(ctx, addr, header, &[&version.to_le_bytes()])
                 .await
                 .map(drop)
         }
@@ -332,7 +329,7 @@ pub async fn merge_meta(
                 ctx,
                 addr,
                 request(Opcode::MetaMerge, object),
-                &meta.encode(),
+                &[&meta.encode()],
             )
             .await?;
             meta_from(reply, object)

@@ -116,11 +116,29 @@ pub(crate) fn with_codec<T>(
 
 /// Writes `data` over `range` of its stripe; `size` is what the object holds before (at least).
 /// Returns once the write quorum of shards is durable, or the error that made it unreachable.
+/// The new content of a stripe: the request's own bytes when they are all of it (no copy), or
+/// a stripe assembled from them and the old content.
+enum StripeContent {
+    Request(Rc<Vec<u8>>, std::ops::Range<usize>),
+    Assembled(Vec<u8>),
+}
+
+impl StripeContent {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Request(data, range) => &data[range.clone()],
+            Self::Assembled(stripe) => stripe,
+        }
+    }
+}
+
+/// Writes `range` of a stripe; its bytes are `data[from..from + range.len]`.
 pub async fn write(
     ctx: &Rc<CoreCtx>,
     plan: &Rc<ObjectPlan>,
     range: StripeRange,
-    data: &[u8],
+    data: &Rc<Vec<u8>>,
+    from: usize,
     size: u64,
 ) -> Result<(), Refusal> {
     let object = plan.object;
@@ -128,24 +146,35 @@ pub async fn write(
     // Two writes into one stripe from this core must not both rebuild it from the same old one.
     let _guard = lock(&ctx.stripe_locks, (object, range.stripe)).await;
     let write_plan = layout.write_plan(&range, size);
-    let mut stripe = vec![0u8; write_plan.stripe_len as usize];
-    if write_plan.is_whole() {
-        write_plan.assemble(&[], data, &mut stripe);
+    let written = from..from + range.len as usize;
+    let stripe = if write_plan.is_whole()
+        && range.start == 0
+        && u64::from(range.len) == u64::from(write_plan.stripe_len)
+    {
+        StripeContent::Request(data.clone(), written)
     } else {
-        let old = read(ctx, plan, range.stripe).await?;
-        write_plan.assemble(&old, data, &mut stripe);
-    }
+        let mut stripe = vec![0u8; write_plan.stripe_len as usize];
+        let old = if write_plan.is_whole() {
+            Vec::new()
+        } else {
+            read(ctx, plan, range.stripe).await?
+        };
+        write_plan.assemble(&old, &data[written], &mut stripe);
+        StripeContent::Assembled(stripe)
+    };
     let scheme = layout.scheme();
     let coded = layout.coded_bytes(write_plan.stripe_len) as usize;
     let mut parity = vec![vec![0u8; coded]; usize::from(scheme.m())];
     let started = Instant::now();
-    with_codec(ctx, layout, |codec| codec.encode(&stripe, &mut parity))?
-        .map_err(|e| refuse(Status::Internal, format!("encoding: {e}")))?;
+    with_codec(ctx, layout, |codec| {
+        codec.encode(stripe.bytes(), &mut parity)
+    })?
+    .map_err(|e| refuse(Status::Internal, format!("encoding: {e}")))?;
     {
         let mut coding = ctx.coding.borrow_mut();
         coding.coding_ns += started.elapsed().as_nanos() as u64;
         coding.stripes_encoded += 1;
-        coding.bytes_encoded += stripe.len() as u64;
+        coding.bytes_encoded += stripe.bytes().len() as u64;
     }
     // Nodes this one does not know cannot take a shard: refuse before writing any, rather
     // than leave shards of a version that can never be acknowledged.
@@ -195,7 +224,7 @@ pub async fn write(
         ctx.executor.spawn(async move {
             let (stripe, parity) = &*shared;
             let bytes = if shard < layout.scheme().k() {
-                layout.data_shard(stripe, shard)
+                layout.data_shard(stripe.bytes(), shard)
             } else {
                 &parity[usize::from(shard - layout.scheme().k())][..]
             };
