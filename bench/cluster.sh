@@ -19,8 +19,11 @@
 #   bench/cluster.sh [SECONDS] [ROUNDS] [DIR]      (defaults: 5, 3, target/bench/cluster)
 # About 70 s per round plus 45 s. Environment: CONNECTIONS (6), INFLIGHT_1M (12), INFLIGHT_4K
 # (48), CORES (data cores per node, 1), DEVICE_SIZE (per node, 8G), KEEP=1 keeps the device
-# files afterwards, NODE_CONFIG: top-level lines added to every node's config (the nodes are
-# restarted with them after `dev-cluster up`), e.g. NODE_CONFIG='poll_mode = "sleep"'.
+# files afterwards, POLL_MODE (the nodes' poll mode, `dev-cluster up --poll-mode`: sleep, as
+# dev-cluster sets it), BASELINE_ADAPTIVE (1: each round also runs the 1+0 node with adaptive
+# polling, and the better 1+0 figure of the two is the ratio's baseline; 0: not),
+# NODE_CONFIG: top-level lines added to every node's config (the nodes are restarted with them
+# after `dev-cluster up`), e.g. NODE_CONFIG='adaptive_spin_us = 50'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
@@ -31,6 +34,8 @@ inflight_1m=${INFLIGHT_1M:-12}
 inflight_4k=${INFLIGHT_4K:-48}
 cores=${CORES:-1}
 node_config=${NODE_CONFIG:-}
+poll_mode=${POLL_MODE:-sleep}
+baseline_adaptive=${BASELINE_ADAPTIVE:-1}
 device_size=${DEVICE_SIZE:-8G}
 command -v python3 >/dev/null || { echo "bench: python3 is needed" >&2; exit 1; }
 # PERF=0 skips the perf-sampled PUT phase (it needs perf and about 15 s).
@@ -180,13 +185,13 @@ print(json.dumps({"samples": total, "coding_samples": coding, "hz": int(sys.argv
     "$perf_hz" > "$dir/perf.json"
 }
 
-# run_cluster NAME ROUND NODES SCHEME: start, run the four benchmarks, stop.
+# run_cluster NAME ROUND NODES SCHEME POLL_MODE: start, run the four benchmarks, stop.
 run_cluster() {
-  local name=$1 round=$2 count=$3 scheme=$4 cdir="$dir/$1$2"
-  echo "bench: starting $count node(s), scheme $scheme, under $cdir" >&2
+  local name=$1 round=$2 count=$3 scheme=$4 mode=$5 cdir="$dir/$1$2"
+  echo "bench: starting $count node(s), scheme $scheme, poll mode $mode, under $cdir" >&2
   clusters+=("$cdir")
   $ds dev-cluster up --nodes "$count" --dir "$cdir" --scheme "$scheme" \
-    --device-size "$device_size" --cores "$cores" >&2
+    --device-size "$device_size" --cores "$cores" --poll-mode "$mode" >&2
   local nodes
   nodes=$(python3 -c 'import json,sys; print(",".join(n["client_addr"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$cdir/cluster.json")
   python3 -c 'import json,sys; print("\n".join(str(n["pid"]) for n in json.load(open(sys.argv[1]))["nodes"]))' "$cdir/cluster.json" > "$cdir/pids"
@@ -202,8 +207,11 @@ run_cluster() {
 
 : > "$dir/phases.jsonl"
 for round in $(seq "$rounds"); do
-  run_cluster ec "$round" 6 4+2
-  run_cluster plain "$round" 1 1+0
+  run_cluster ec "$round" 6 4+2 "$poll_mode"
+  run_cluster plain "$round" 1 1+0 "$poll_mode"
+  if [ "$baseline_adaptive" = 1 ] && [ "$poll_mode" != adaptive ]; then
+    run_cluster plainadaptive "$round" 1 1+0 adaptive
+  fi
 done
 
 echo "bench: raw codec (cargo bench -p ds-objects --bench codec, quick mode)" >&2
@@ -292,15 +300,22 @@ raw = {
     "all": codec,
 }
 ratio = lambda a, b: round(a / b, 3) if a is not None and b else None
+def baseline(op):
+    # The 1+0 node's better figure of each round: its own poll mode, or adaptive polling.
+    plain = [p["mb_per_s"] for p in runs[f"plain_{op}"]]
+    other = [p["mb_per_s"] for p in runs.get(f"plainadaptive_{op}", [])]
+    return [max(p, o) for p, o in zip(plain, other)] if other else plain
 def ratios(op):
-    ec, plain = f"ec_{op}", f"plain_{op}"
-    per_round = [ratio(e["mb_per_s"], p["mb_per_s"]) for e, p in zip(runs[ec], runs[plain])]
-    return ratio(median(ec, "mb_per_s"), median(plain, "mb_per_s")), per_round
+    ec, base = f"ec_{op}", baseline(op)
+    per_round = [ratio(e["mb_per_s"], b) for e, b in zip(runs[ec], base)]
+    return ratio(median(ec, "mb_per_s"), statistics.median(base)), per_round
 out = {
     "seconds_per_run": float(seconds), "rounds": int(rounds), "connections": int(connections),
     "in_flight_1m": int(inflight_1m), "in_flight_4k": int(inflight_4k),
     "cores_per_node": int(cores), "machine_cpus": os.cpu_count(),
     "node_config": os.environ.get("NODE_CONFIG", ""),
+    "poll_mode": os.environ.get("POLL_MODE", "sleep"),
+    "baseline_1p0_mb_per_s": {op: baseline(op) for op in ("put_1M", "put_4K", "get_1M", "get_4K")},
     "medians": {name: {key: median(name, key) for key in ("mb_per_s", "ops_per_s",
                 "coding_share_of_busy", "coding_share_of_node_cpu", "node_cpu_seconds",
                 "client_cpu_seconds", "other_cpu_seconds", "steal_cpu_seconds",
@@ -317,7 +332,8 @@ json.dump(out, open(os.path.join(dir, "results.json"), "w"), indent=2)
 
 share = lambda v: f"{v:.3f}" if v is not None else "-"
 print(f"\nmedians of {rounds} rounds of {seconds} s; every round after the table; "
-      f"node config: {out['node_config'] or 'as dev-cluster writes it'}")
+      f"poll mode {out['poll_mode']}; node config: {out['node_config'] or 'as dev-cluster writes it'}; "
+      f"ratios against the better 1+0 run of each round (plain: same poll mode, plainadaptive: adaptive)")
 print(f"{'phase':<14} {'MB/s':>8} {'ops/s':>7} {'node cpu s':>10} {'client':>7} {'other':>6} {'steal':>6} "
       f"{'cpu us/op':>9} {'coding/busy':>11} {'coding/cpu':>10}")
 busy_others = []

@@ -77,8 +77,13 @@ impl DecodeError {
 enum State {
     /// Filling `FrameDecoder::header` (`header_filled` bytes so far).
     Header,
-    /// Header accepted; collecting its payload.
-    Payload { header: Header, payload: Vec<u8> },
+    /// Header accepted; collecting its payload. `crc` covers the bytes so far: each piece is
+    /// checksummed as it is copied, while it is still in cache.
+    Payload {
+        header: Header,
+        payload: Vec<u8>,
+        crc: u32,
+    },
     /// Header refused without losing framing; skipping its payload, then reporting `error`.
     Skip {
         remaining: usize,
@@ -140,16 +145,22 @@ impl FrameDecoder {
                 State::Payload {
                     header,
                     mut payload,
+                    crc,
                 } => {
                     let wanted = header.payload_bytes as usize - payload.len();
                     let take = wanted.min(input.len());
                     payload.extend_from_slice(&input[..take]);
+                    let crc = crc32c::crc32c_append(crc, &input[..take]);
                     *input = &input[take..];
                     if payload.len() < header.payload_bytes as usize {
-                        self.state = State::Payload { header, payload };
+                        self.state = State::Payload {
+                            header,
+                            payload,
+                            crc,
+                        };
                         return Ok(None);
                     }
-                    let computed = crc32c::crc32c(&payload);
+                    let computed = crc;
                     if computed != header.payload_crc {
                         return Err(DecodeError::PayloadChecksum {
                             header,
@@ -183,6 +194,7 @@ impl FrameDecoder {
             Ok(header) => Ok(State::Payload {
                 header,
                 payload: Vec::with_capacity(header.payload_bytes as usize),
+                crc: 0,
             }),
             Err(error) if error.breaks_framing() => {
                 let error = DecodeError::Header(error);

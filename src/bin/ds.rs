@@ -173,6 +173,11 @@ enum DevCluster {
         /// Seconds between the nodes' repair passes (`[repair] interval_secs`).
         #[arg(long, default_value = "10")]
         repair_interval: u64,
+        /// How the nodes' data cores wait for work (`poll_mode` in each config). Sleep by
+        /// default: the nodes share this machine's CPUs, and a spinning core takes them from
+        /// the others.
+        #[arg(long, default_value = "sleep", value_parser = ["busy", "adaptive", "sleep"])]
+        poll_mode: String,
     },
     /// Stop the nodes listed in DIR/cluster.json.
     Down {
@@ -391,6 +396,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             device_size,
             cores,
             repair_interval,
+            poll_mode,
         }) => {
             parse_size(&device_size).context("--device-size")?;
             let spec = ds::tools::dev_cluster::UpSpec {
@@ -400,6 +406,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 device_size,
                 cores,
                 repair_interval,
+                poll_mode,
             };
             let cluster = ds::tools::dev_cluster::up(&spec)?;
             for node in &cluster.nodes {

@@ -61,6 +61,8 @@ pub struct UpSpec {
     pub cores: usize,
     /// The nodes' `[repair] interval_secs`: seconds between repair passes.
     pub repair_interval: u64,
+    /// The nodes' `poll_mode`: busy, adaptive or sleep.
+    pub poll_mode: String,
 }
 
 /// A port free for TCP and UDP on loopback, with the sockets that hold it: the caller keeps
@@ -148,6 +150,7 @@ pub fn up(spec: &UpSpec) -> anyhow::Result<ClusterFile> {
         let text = format!(
             "# Written by `ds dev-cluster up`; restart this node with: ds-appliance --config {config}\n\
              data_dir = {data:?}\nlisten = \"{client_addr}\"\ncores = {cores}\npin_cores = false\n\
+             poll_mode = \"{poll_mode}\"\n\
              log_level = \"info\"\n\n[objects]\ndefault_scheme = \"{scheme}\"\n\n\
              [repair]\ninterval_secs = {repair_interval}\n\n\
              [overlay]\nlisten = \"{overlay_addr}\"\nseeds = [{seeds}]\ncluster_secret = \"{secret}\"\n\n\
@@ -157,6 +160,7 @@ pub fn up(spec: &UpSpec) -> anyhow::Result<ClusterFile> {
             cores = spec.cores,
             scheme = spec.scheme,
             repair_interval = spec.repair_interval,
+            poll_mode = spec.poll_mode,
             seeds = seeds.join(", "),
             size = spec.device_size,
         );
