@@ -236,6 +236,23 @@ impl CoreCtx {
         }
     }
 
+    /// [`CoreCtx::put`] of bytes handed over, which the store keeps instead of copying while
+    /// the put waits.
+    pub async fn put_owned(
+        &self,
+        key: ShardKey,
+        meta: ShardMeta,
+        data: crate::service::owner::OwnedBytes,
+    ) -> Result<(), PutError> {
+        match self
+            .store_op(|s, t| s.submit_put_owned(key, meta, Box::new(data), t))
+            .await
+        {
+            Outcome::Put(result) => result,
+            other => unreachable!("put answered with {other:?}"),
+        }
+    }
+
     /// Reads the next step of a walk over this core's records.
     pub async fn walk(
         &self,

@@ -82,6 +82,12 @@ impl From<Vec<u8>> for OwnedBytes {
     }
 }
 
+impl AsRef<[u8]> for OwnedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl std::ops::Deref for OwnedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -228,7 +234,7 @@ pub async fn execute(ctx: &Rc<CoreCtx>, op: ShardOp) -> ShardReply {
             let result = if repair {
                 ctx.repair_put(key, meta, &data).await
             } else {
-                ctx.put(key, meta, &data).await
+                ctx.put_owned(key, meta, data).await
             };
             ShardReply::Done(match result {
                 Ok(()) => Ok(()),

@@ -164,7 +164,8 @@ pub async fn write(
     };
     let scheme = layout.scheme();
     let coded = layout.coded_bytes(write_plan.stripe_len) as usize;
-    let mut parity = vec![vec![0u8; coded]; usize::from(scheme.m())];
+    // One buffer each (`vec![vec![..]; m]` would zero one even for m = 0, then copy it).
+    let mut parity: Vec<Vec<u8>> = (0..scheme.m()).map(|_| vec![0u8; coded]).collect();
     let started = Instant::now();
     with_codec(ctx, layout, |codec| {
         codec.encode(stripe.bytes(), &mut parity)

@@ -121,6 +121,53 @@ pub(crate) enum Stage {
     Placed,
 }
 
+/// A put's bytes as handed in: borrowed for the call, or owned by the store from then on.
+enum PutData<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Box<dyn AsRef<[u8]> + Send>),
+}
+
+impl PutData<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            PutData::Borrowed(data) => data,
+            PutData::Owned(data) => (**data).as_ref(),
+        }
+    }
+}
+
+/// Bytes a put keeps until it is appended: a copy in a store buffer, or the caller's own
+/// buffer, handed over with the put so it need not be copied.
+pub(crate) enum Staged {
+    Copy(DmaBuf),
+    Owned(Box<dyn AsRef<[u8]> + Send>),
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Staged::Copy(_) => write!(f, "Copy({} bytes)", self.bytes().len()),
+            Staged::Owned(_) => write!(f, "Owned({} bytes)", self.bytes().len()),
+        }
+    }
+}
+
+impl Staged {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Staged::Copy(buf) => buf.as_slice(),
+            Staged::Owned(data) => (**data).as_ref(),
+        }
+    }
+
+    /// Gives a store buffer back; the caller's buffer is dropped.
+    fn release(self, bufs: &mut BufCache) {
+        if let Staged::Copy(buf) = self {
+            bufs.give(buf);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Op {
     pub token: u64,
@@ -139,7 +186,7 @@ pub(crate) struct Op {
     /// The buffer of a get whose record matched.
     pub got: Option<DmaBuf>,
     /// Put data kept while the op waits or resolves.
-    pub staged: Option<DmaBuf>,
+    pub staged: Option<Staged>,
     /// The caller's record buffer of a zero-copy put: data at [`PUT_DATA_OFFSET`].
     pub owned: Option<DmaBuf>,
     pub data_bytes: usize,
@@ -286,6 +333,31 @@ impl CoreStore {
         self.submit_shard(key, meta, true, data, token);
     }
 
+    /// [`CoreStore::submit_put`] of bytes the caller hands over: a put that must wait, or first
+    /// read the record it replaces, keeps them instead of copying them.
+    pub fn submit_put_owned(
+        &mut self,
+        key: ShardKey,
+        meta: ShardMeta,
+        data: Box<dyn AsRef<[u8]> + Send>,
+        token: u64,
+    ) {
+        let bytes = (*data).as_ref().len();
+        if bytes > RECORD_DATA_BYTES_MAX {
+            let error = PutError::TooLarge {
+                bytes,
+                max: RECORD_DATA_BYTES_MAX,
+            };
+            self.emit(token, Outcome::Put(Err(error)));
+            return;
+        }
+        let kind = OpKind::Put {
+            meta,
+            repair: false,
+        };
+        self.submit_write(key, kind, PutData::Owned(data), token);
+    }
+
     fn submit_shard(
         &mut self,
         key: ShardKey,
@@ -302,7 +374,8 @@ impl CoreStore {
             self.emit(token, Outcome::Put(Err(error)));
             return;
         }
-        self.submit_write(key, OpKind::Put { meta, repair }, data, token);
+        let kind = OpKind::Put { meta, repair };
+        self.submit_write(key, kind, PutData::Borrowed(data), token);
     }
 
     /// A buffer for [`CoreStore::submit_put_buf`] with room for `data_bytes` of data at
@@ -372,10 +445,11 @@ impl CoreStore {
 
     /// Records that `key` is deleted as of `version`.
     pub fn submit_delete(&mut self, key: ShardKey, version: u64, token: u64) {
-        self.submit_write(key, OpKind::Delete { version }, &[], token);
+        let kind = OpKind::Delete { version };
+        self.submit_write(key, kind, PutData::Borrowed(&[]), token);
     }
 
-    fn submit_write(&mut self, key: ShardKey, kind: OpKind, data: &[u8], token: u64) {
+    fn submit_write(&mut self, key: ShardKey, kind: OpKind, data: PutData<'_>, token: u64) {
         let Some(op) = self.new_op(token, key, kind) else {
             let outcome = match kind {
                 OpKind::Delete { .. } => Outcome::Delete(Err(PutError::Busy)),
@@ -392,21 +466,28 @@ impl CoreStore {
             self.candidates.clear();
             any
         };
+        let data_bytes = data.bytes().len();
+        self.op_mut(op).data_bytes = data_bytes;
         if must_wait || has_candidates {
             // Keep the data until the op can be appended.
-            let mut staged = self.bufs.take(data.len().max(1));
-            staged.as_mut_slice()[..data.len()].copy_from_slice(data);
-            let op_ref = self.op_mut(op);
-            op_ref.staged = Some(staged);
-            op_ref.data_bytes = data.len();
-        }
-        if must_wait {
-            self.op_mut(op).stage = Stage::Deferred;
-            self.deferred.push_back(op);
+            let staged = match data {
+                PutData::Owned(data) => Staged::Owned(data),
+                PutData::Borrowed(data) => {
+                    let mut staged = self.bufs.take(data.len().max(1));
+                    staged.as_mut_slice()[..data.len()].copy_from_slice(data);
+                    Staged::Copy(staged)
+                }
+            };
+            self.op_mut(op).staged = Some(staged);
+            if must_wait {
+                self.op_mut(op).stage = Stage::Deferred;
+                self.deferred.push_back(op);
+                return;
+            }
+            self.start(op, None);
             return;
         }
-        self.op_mut(op).data_bytes = data.len();
-        self.start(op, Some(data));
+        self.start(op, Some(data.bytes()));
     }
 
     /// Device slots of the live records the index holds behind `key`'s fingerprint, from RAM
@@ -1043,7 +1124,7 @@ impl CoreStore {
                 &compaction.source().as_slice()[start..start + data_bytes]
             }
             (_, Some(data), _) => data,
-            (_, None, Some(staged)) => &staged.as_slice()[..data_bytes],
+            (_, None, Some(staged)) => &staged.bytes()[..data_bytes],
             (_, None, None) => &[],
         };
         assert_eq!(source.len(), data_bytes);
@@ -1072,7 +1153,7 @@ impl CoreStore {
         entry.placed = Some(loc);
         entry.stage = Stage::Placed;
         if let Some(staged) = entry.staged.take() {
-            self.bufs.give(staged);
+            staged.release(&mut self.bufs);
         }
     }
 
@@ -1191,7 +1272,7 @@ impl CoreStore {
     pub(crate) fn fail_write(&mut self, op: usize, error: PutError) {
         let mut done = self.free_op(op);
         if let Some(staged) = done.staged.take() {
-            self.bufs.give(staged);
+            staged.release(&mut self.bufs);
         }
         let locked = done.stage != Stage::Deferred;
         if locked {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{key, open, sim, value};
 use ds_nvme::Device;
-use ds_store::{FormatPolicy, GetError, PutError, ShardMeta};
+use ds_store::{FormatPolicy, GetError, Outcome, PutError, ShardMeta};
 
 fn meta(version: u64) -> ShardMeta {
     ShardMeta {
@@ -239,4 +239,39 @@ fn pool_spreads_by_free_space_and_survives_device_removal() {
             "key {n}"
         );
     }
+}
+
+#[test]
+fn owned_puts_replace_and_lose_to_newer_versions_like_borrowed_ones() {
+    // A put of handed-over bytes that must first read the record it replaces keeps them
+    // instead of a copy: the bytes stored must still be exactly the caller's.
+    let device: Arc<dyn Device> = common::sim(7, 64 << 20, 4096);
+    let mut store = common::open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
+    let key = common::key(1);
+    store.put(key, common::meta(1), &[1u8; 3000]).unwrap();
+    let v2: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    store.submit_put_owned(key, common::meta(2), Box::new(v2.clone()), 9);
+    assert!(matches!(store.wait_for(9), Outcome::Put(Ok(()))));
+    assert_eq!(store.get(key).unwrap().1, v2);
+    store.submit_put_owned(key, common::meta(1), Box::new(vec![3u8; 10]), 10);
+    assert!(
+        matches!(
+            store.wait_for(10),
+            Outcome::Put(Err(PutError::Stale { .. }))
+        ),
+        "an older version must not replace a newer one"
+    );
+    assert_eq!(store.get(key).unwrap().1, v2);
+    // Two owned puts of one key in a row: the second waits for the first, holding its bytes.
+    store.submit_put_owned(key, common::meta(3), Box::new(vec![4u8; 100]), 11);
+    store.submit_put_owned(key, common::meta(4), Box::new(vec![5u8; 200]), 12);
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        store.poll(&mut events);
+        store.wait(std::time::Duration::from_millis(10));
+    }
+    for event in &events {
+        assert!(matches!(event.outcome, Outcome::Put(Ok(()))), "{event:?}");
+    }
+    assert_eq!(store.get(key).unwrap().1, vec![5u8; 200]);
 }
