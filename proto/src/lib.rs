@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod crc;
 pub mod decoder;
 pub mod flags;
 pub mod frame;

@@ -243,9 +243,10 @@ impl CoreCtx {
         key: ShardKey,
         meta: ShardMeta,
         data: crate::service::owner::OwnedBytes,
+        data_crc: Option<u32>,
     ) -> Result<(), PutError> {
         match self
-            .store_op(|s, t| s.submit_put_owned(key, meta, Box::new(data), t))
+            .store_op(|s, t| s.submit_put_owned(key, meta, Box::new(data), data_crc, t))
             .await
         {
             Outcome::Put(result) => result,

@@ -37,6 +37,8 @@ pub enum ShardOp {
         key: ShardKey,
         meta: ShardMeta,
         data: OwnedBytes,
+        /// The bytes' crc32c, when the coordinator's frame checksum gave it.
+        data_crc: Option<u32>,
         /// Rewrite a damaged record at the same version (repair of a corrupt shard).
         repair: bool,
     },
@@ -229,12 +231,13 @@ pub async fn execute(ctx: &Rc<CoreCtx>, op: ShardOp) -> ShardReply {
             key,
             meta,
             data,
+            data_crc,
             repair,
         } => {
             let result = if repair {
                 ctx.repair_put(key, meta, &data).await
             } else {
-                ctx.put_owned(key, meta, data).await
+                ctx.put_owned(key, meta, data, data_crc).await
             };
             ShardReply::Done(match result {
                 Ok(()) => Ok(()),

@@ -62,10 +62,18 @@ pub async fn handle(
                 ));
             }
             let key = ShardKey::new(object, meta.stripe, meta.shard);
+            // The frame's checksum (verified when it was decoded) covers the shard header and
+            // the bytes: the bytes' own crc follows from it without another pass over them.
+            let data_crc = ds_proto::crc::suffix_crc(
+                request.payload_crc,
+                &payload[..SHARD_HEADER_BYTES],
+                follow,
+            );
             let op = ShardOp::ShardPut {
                 key,
                 meta: stored_of(&meta),
                 data: OwnedBytes::after(payload, SHARD_HEADER_BYTES),
+                data_crc: Some(data_crc),
                 repair: request.aux & SHARD_WRITE_REPAIR != 0,
             };
             match ctx.call(owner, op).await {

@@ -156,6 +156,7 @@ pub async fn write_shard(
                 key,
                 meta: stored_of(&meta),
                 data: data.to_vec().into(),
+                data_crc: None,
                 repair,
             };
             match ctx.call(owner_of(ctx, meta.object), op).await {

@@ -124,14 +124,15 @@ pub(crate) enum Stage {
 /// A put's bytes as handed in: borrowed for the call, or owned by the store from then on.
 enum PutData<'a> {
     Borrowed(&'a [u8]),
-    Owned(Box<dyn AsRef<[u8]> + Send>),
+    /// The bytes and, when the caller knew it, their crc32c.
+    Owned(Box<dyn AsRef<[u8]> + Send>, Option<u32>),
 }
 
 impl PutData<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
             PutData::Borrowed(data) => data,
-            PutData::Owned(data) => (**data).as_ref(),
+            PutData::Owned(data, _) => (**data).as_ref(),
         }
     }
 }
@@ -190,6 +191,8 @@ pub(crate) struct Op {
     /// The caller's record buffer of a zero-copy put: data at [`PUT_DATA_OFFSET`].
     pub owned: Option<DmaBuf>,
     pub data_bytes: usize,
+    /// The data's crc32c when the caller knew it (derived from a checksum it verified).
+    pub data_crc: Option<u32>,
     pub placed: Option<Loc>,
     /// The index entry the write replaces, decided when its candidates are resolved.
     pub replaces: Option<Loc>,
@@ -334,12 +337,15 @@ impl CoreStore {
     }
 
     /// [`CoreStore::submit_put`] of bytes the caller hands over: a put that must wait, or first
-    /// read the record it replaces, keeps them instead of copying them.
+    /// read the record it replaces, keeps them instead of copying them. `data_crc`, when given,
+    /// must be the crc32c of the bytes (a caller that verified a checksum covering them can
+    /// derive it) and saves computing it again.
     pub fn submit_put_owned(
         &mut self,
         key: ShardKey,
         meta: ShardMeta,
         data: Box<dyn AsRef<[u8]> + Send>,
+        data_crc: Option<u32>,
         token: u64,
     ) {
         let bytes = (*data).as_ref().len();
@@ -355,7 +361,7 @@ impl CoreStore {
             meta,
             repair: false,
         };
-        self.submit_write(key, kind, PutData::Owned(data), token);
+        self.submit_write(key, kind, PutData::Owned(data, data_crc), token);
     }
 
     fn submit_shard(
@@ -468,10 +474,13 @@ impl CoreStore {
         };
         let data_bytes = data.bytes().len();
         self.op_mut(op).data_bytes = data_bytes;
+        if let PutData::Owned(_, crc) = &data {
+            self.op_mut(op).data_crc = *crc;
+        }
         if must_wait || has_candidates {
             // Keep the data until the op can be appended.
             let staged = match data {
-                PutData::Owned(data) => Staged::Owned(data),
+                PutData::Owned(data, _) => Staged::Owned(data),
                 PutData::Borrowed(data) => {
                     let mut staged = self.bufs.take(data.len().max(1));
                     staged.as_mut_slice()[..data.len()].copy_from_slice(data);
@@ -548,6 +557,7 @@ impl CoreStore {
             staged: None,
             owned: None,
             data_bytes: 0,
+            data_crc: None,
             placed: None,
             replaces: None,
             retries: 0,
@@ -1133,7 +1143,13 @@ impl CoreStore {
             key: entry.key,
             meta,
             data_bytes: data_bytes as u32,
-            data_crc: crc32c::crc32c(source),
+            data_crc: match entry.data_crc {
+                Some(crc) => {
+                    debug_assert_eq!(crc, crc32c::crc32c(source), "caller's data crc");
+                    crc
+                }
+                None => crc32c::crc32c(source),
+            },
             segment_seq: placement.segment_seq,
             lsn,
             born_lsn: born.unwrap_or(lsn),

@@ -250,10 +250,10 @@ fn owned_puts_replace_and_lose_to_newer_versions_like_borrowed_ones() {
     let key = common::key(1);
     store.put(key, common::meta(1), &[1u8; 3000]).unwrap();
     let v2: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
-    store.submit_put_owned(key, common::meta(2), Box::new(v2.clone()), 9);
+    store.submit_put_owned(key, common::meta(2), Box::new(v2.clone()), None, 9);
     assert!(matches!(store.wait_for(9), Outcome::Put(Ok(()))));
     assert_eq!(store.get(key).unwrap().1, v2);
-    store.submit_put_owned(key, common::meta(1), Box::new(vec![3u8; 10]), 10);
+    store.submit_put_owned(key, common::meta(1), Box::new(vec![3u8; 10]), None, 10);
     assert!(
         matches!(
             store.wait_for(10),
@@ -263,8 +263,14 @@ fn owned_puts_replace_and_lose_to_newer_versions_like_borrowed_ones() {
     );
     assert_eq!(store.get(key).unwrap().1, v2);
     // Two owned puts of one key in a row: the second waits for the first, holding its bytes.
-    store.submit_put_owned(key, common::meta(3), Box::new(vec![4u8; 100]), 11);
-    store.submit_put_owned(key, common::meta(4), Box::new(vec![5u8; 200]), 12);
+    store.submit_put_owned(
+        key,
+        common::meta(3),
+        Box::new(vec![4u8; 100]),
+        Some(crc32c::crc32c(&[4u8; 100])),
+        11,
+    );
+    store.submit_put_owned(key, common::meta(4), Box::new(vec![5u8; 200]), None, 12);
     let mut events = Vec::new();
     while events.len() < 2 {
         store.poll(&mut events);
