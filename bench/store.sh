@@ -3,7 +3,7 @@
 #   1 MiB sequential appends    vs  fio O_DIRECT sequential write, bs=1M, same queue depth
 #   4 KiB shard random reads    vs  fio O_DIRECT random read,      bs=4k, same queue depth
 #   4 KiB records (a 4000-byte shard + its 96-byte header = 4096 bytes on disk) likewise
-# Reads run on shards written beforehand (--keep), adaptive and busy polling. fio and ds
+# Reads run on shards written beforehand (--keep), adaptive, busy and sleep polling. fio and ds
 # alternate ROUNDS times (a virtual disk drifts a lot); medians are compared.
 # Prints one JSON object with every figure and the ratios. Usage:
 #   bench/store.sh [SECONDS] [ROUNDS] [FILE]    (defaults: 5, 3, target/bench/store.img)
@@ -46,6 +46,7 @@ for shard in 4K 4000; do
     [ $shard = 4K ] && results+=("fio_read_4608 $(fio_run --rw=randread --bs=4608 --blockalign=512 --iodepth=$read_depth)")
     results+=("ds_read_${shard}_adaptive $(ds_read $shard adaptive)")
     results+=("ds_read_${shard}_busy $(ds_read $shard busy)")
+    results+=("ds_read_${shard}_sleep $(ds_read $shard sleep)")
   done
 done
 
@@ -69,7 +70,7 @@ out["ds_append_latency_us_last"] = runs["ds_append"][-1]["latency_us"]
 for shard in ("4K", "4000"):
     fio = med("fio_read_" + shard)
     out["fio_randread_4k_iops_beside_" + shard] = round(fio)
-    for mode in ("adaptive", "busy"):
+    for mode in ("adaptive", "busy", "sleep"):
         name = "ds_read_%s_%s" % (shard, mode)
         out[name + "_iops"] = round(med(name))
         out[name + "_ratio"] = round(med(name) / fio, 3)

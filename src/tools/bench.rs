@@ -47,7 +47,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sqpoll: bool,
     /// `busy` polls without ever blocking (SPDK-style, a full core); `adaptive` spins 50 µs,
-    /// then blocks on the device.
+    /// then blocks on the device; `sleep` blocks as soon as a poll finds nothing.
     #[arg(long, value_enum, default_value = "adaptive")]
     pub poll: PollMode,
     /// Use the shards a previous read benchmark left on the device instead of formatting and
@@ -63,6 +63,7 @@ pub struct BenchArgs {
 pub enum PollMode {
     Busy,
     Adaptive,
+    Sleep,
 }
 
 impl PollMode {
@@ -70,6 +71,7 @@ impl PollMode {
         match self {
             PollMode::Busy => Duration::MAX,
             PollMode::Adaptive => ADAPTIVE_SPIN,
+            PollMode::Sleep => Duration::ZERO,
         }
     }
 }
