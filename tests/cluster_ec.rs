@@ -19,510 +19,31 @@
 //! the tests run in parallel). The nodes killed are drawn from a seed printed at the start; set
 //! `CLUSTER_EC_SEED` to replay a run.
 
+mod cluster;
 mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ds::tools::dev_cluster::ClusterFile;
-use ds_proto::{Client, ClientError, ObjectId, Scheme, StatReply, Status, LENGTH_TO_END};
-use node::{pattern, workdir, PatternCheck, PatternReader, APPLIANCE, DS};
+use cluster::{
+    assert_outcomes_exact, ds, read_all, scheme, write_all, write_object, Cluster, Obj, Outcome,
+    Via, MIB,
+};
+use ds_proto::{Client, ClientError, ObjectId, StatReply, Status, LENGTH_TO_END};
+use node::{pattern, PatternReader};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-const MIB: u64 = 1 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long restarted nodes get to serve and to be seen by the others again.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a restart, how long a read of an object may keep failing (peers reconnecting,
 /// placement caches expiring) before the test calls it lost.
 const READABLE_AGAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn scheme(text: &str) -> Scheme {
-    text.parse().unwrap()
-}
-
 /// The seed of the random choices of one test (which nodes die).
 fn test_seed(test: &str) -> u64 {
-    let seed = match std::env::var("CLUSTER_EC_SEED") {
-        Ok(text) => text.parse().expect("CLUSTER_EC_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    };
-    eprintln!("{test}: CLUSTER_EC_SEED={seed}");
-    seed
-}
-
-// ----- the cluster -----
-
-struct Node {
-    id: String,
-    addr: SocketAddr,
-    overlay: SocketAddr,
-    config: PathBuf,
-    log: PathBuf,
-    /// The process serving now; `None` while killed.
-    pid: Option<u32>,
-    /// The process when this test started it (a restart); `dev-cluster up` started the others.
-    child: Option<Child>,
-}
-
-struct Cluster {
-    dir: PathBuf,
-    nodes: Vec<Node>,
-}
-
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-        !status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
-    })
-}
-
-fn is_appliance(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "ds-appliance")
-}
-
-fn log_tail(path: &PathBuf) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn ds(args: &[&str]) -> Output {
-    Command::new(DS).args(args).output().expect("run ds")
-}
-
-impl Cluster {
-    /// `ds dev-cluster up --nodes N --dir target/tmp/NAME --scheme SCHEME`.
-    fn up(name: &str, nodes: usize, default_scheme: &str) -> Cluster {
-        let dir = workdir(name);
-        let dir_arg = dir.to_str().unwrap();
-        let nodes_arg = nodes.to_string();
-        for attempt in 1.. {
-            let out = ds(&[
-                "dev-cluster",
-                "up",
-                "--nodes",
-                &nodes_arg,
-                "--dir",
-                dir_arg,
-                "--scheme",
-                default_scheme,
-                "--device-size",
-                "1G",
-            ]);
-            if out.status.success() {
-                break;
-            }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // The ports are found free, then bound by the nodes: a test starting a cluster
-            // beside this one may take one in between. `up` stops what it started on failure.
-            if attempt < 3 && stderr.contains("in use") {
-                eprintln!("{name}: dev-cluster up lost a port race, again:\n{stderr}");
-                continue;
-            }
-            panic!("ds dev-cluster up failed:\n{stderr}");
-        }
-        let text = fs::read_to_string(dir.join("cluster.json")).unwrap();
-        let file: ClusterFile = serde_json::from_str(&text).unwrap();
-        assert_eq!(file.scheme, scheme(default_scheme), "cluster.json: {text}");
-        assert_eq!(file.nodes.len(), nodes);
-        let nodes = file
-            .nodes
-            .into_iter()
-            .map(|entry| Node {
-                id: entry.id,
-                addr: entry.client_addr,
-                overlay: entry.overlay_addr,
-                config: entry.config,
-                log: entry.log,
-                pid: Some(entry.pid),
-                child: None,
-            })
-            .collect();
-        Cluster { dir, nodes }
-    }
-
-    fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    fn client(&self, index: usize) -> Client {
-        Client::connect(self.nodes[index].addr, CONNECT_TIMEOUT)
-            .unwrap_or_else(|error| panic!("node {index}: {error}"))
-    }
-
-    fn live(&self) -> Vec<usize> {
-        (0..self.len())
-            .filter(|&i| self.nodes[i].pid.is_some())
-            .collect()
-    }
-
-    /// SIGKILL, and wait until the process is gone (its sockets closed).
-    fn kill(&mut self, index: usize) {
-        let node = &mut self.nodes[index];
-        let pid = node.pid.take().expect("the node runs");
-        assert!(
-            is_appliance(pid),
-            "node {index} (pid {pid}) is not running:\n{}",
-            log_tail(&node.log)
-        );
-        // SAFETY: kill(2) on a pid this test knows to be one of its ds-appliance processes.
-        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        assert_eq!(sent, 0, "kill -KILL {pid}");
-        match node.child.take() {
-            Some(mut child) => {
-                child.wait().unwrap();
-            }
-            None => {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while alive(pid) {
-                    assert!(Instant::now() < deadline, "pid {pid} outlived SIGKILL");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-
-    /// `ds-appliance --config <its config path>`, as an operator restarts a node; returns once it
-    /// answers.
-    fn restart(&mut self, index: usize) {
-        let node = &mut self.nodes[index];
-        assert!(node.pid.is_none(), "node {index} runs");
-        let log = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&node.log)
-            .unwrap();
-        let child = Command::new(APPLIANCE)
-            .arg("--config")
-            .arg(&node.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn ds-appliance");
-        node.pid = Some(child.id());
-        node.child = Some(child);
-        let deadline = Instant::now() + CONVERGE_TIMEOUT;
-        loop {
-            if let Ok(mut client) = Client::connect(node.addr, Duration::from_millis(500)) {
-                if let Ok(view) = client.overlay(None) {
-                    assert_eq!(view.node.id, node.id, "node {index} came back as another");
-                    return;
-                }
-            }
-            let child = node.child.as_mut().unwrap();
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "node {index} exited with {status} after a restart:\n{}",
-                    log_tail(&node.log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {index} does not answer {CONVERGE_TIMEOUT:?} after a restart:\n{}",
-                log_tail(&node.log)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until every live node has every other live node in its overlay view.
-    fn wait_converged(&self) {
-        let live = self.live();
-        let deadline = Instant::now() + CONVERGE_TIMEOUT;
-        for &i in &live {
-            loop {
-                let missing: Vec<usize> = match Client::connect(self.nodes[i].addr, CONNECT_TIMEOUT)
-                    .and_then(|mut client| client.overlay(None))
-                {
-                    Ok(view) => live
-                        .iter()
-                        .copied()
-                        .filter(|&j| j != i)
-                        .filter(|&j| {
-                            !view
-                                .routing
-                                .iter()
-                                .chain(&view.neighbourhood)
-                                .any(|peer| peer.id == self.nodes[j].id)
-                        })
-                        .collect(),
-                    Err(_) => live.clone(),
-                };
-                if missing.is_empty() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {i} does not see nodes {missing:?} after {CONVERGE_TIMEOUT:?}:\n{}",
-                    log_tail(&self.nodes[i].log)
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-
-    /// Every node that should run still does (none crashed).
-    fn assert_running(&self) {
-        for (index, node) in self.nodes.iter().enumerate() {
-            if let Some(pid) = node.pid {
-                assert!(
-                    alive(pid) && is_appliance(pid),
-                    "node {index} (pid {pid}) died:\n{}",
-                    log_tail(&node.log)
-                );
-            }
-        }
-    }
-
-    /// The index of the node STAT names `name` (its id or one of its addresses).
-    fn node_named(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|node| {
-            node.id.eq_ignore_ascii_case(name)
-                || node.addr.to_string() == name
-                || node.overlay.to_string() == name
-        })
-    }
-
-    /// For every stripe of the object, the nodes holding its shards (STAT through `via`).
-    /// Panics when a stripe has two shards on one node or names a node not in the cluster.
-    fn placement(&self, via: &mut Client, object: &Obj) -> BTreeMap<u32, Vec<usize>> {
-        let stat = via
-            .stat(object.id)
-            .unwrap_or_else(|error| panic!("STAT {}: {error}", object.id));
-        assert_eq!(stat.size, object.size, "STAT {}: size", object.id);
-        let mut stripes: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for part in &stat.parts {
-            let node = self.node_named(&part.node).unwrap_or_else(|| {
-                panic!(
-                    "STAT {} names node {:?}, not one of the cluster's ids or addresses",
-                    object.id, part.node
-                )
-            });
-            let nodes = stripes.entry(part.stripe).or_default();
-            assert!(
-                !nodes.contains(&node),
-                "STAT {}: stripe {} has two shards on node {node}: {:?}",
-                object.id,
-                part.stripe,
-                stat.parts
-            );
-            nodes.push(node);
-        }
-        stripes
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(pid) = node.pid.take() {
-                if alive(pid) && is_appliance(pid) {
-                    // SAFETY: kill(2) on one of this cluster's ds-appliance processes.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                }
-            }
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-// ----- objects -----
-
-/// An object written by the test: its content is `pattern(seed, size)`.
-#[derive(Clone, Copy, Debug)]
-struct Obj {
-    id: ObjectId,
-    seed: u64,
-    size: u64,
-}
-
-fn write_object(
-    client: &mut Client,
-    scheme: Option<Scheme>,
-    seed: u64,
-    size: u64,
-) -> Result<Obj, ClientError> {
-    let id = client.create(scheme)?;
-    let written = client.put_from(id, 0, PatternReader::new(seed, size), &mut |_| {})?;
-    assert_eq!(
-        written, size,
-        "PUT {id} acknowledged {written} of {size} bytes"
-    );
-    Ok(Obj { id, seed, size })
-}
-
-/// Writes `pattern(seed, size)` objects for every (seed, size) of `specs`, spread over the
-/// nodes `via` (one thread each); panics when one fails.
-fn write_all(cluster: &Cluster, via: &[usize], scheme: Scheme, specs: &[(u64, u64)]) -> Vec<Obj> {
-    let mut written: Vec<Option<Obj>> = vec![None; specs.len()];
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = via
-            .iter()
-            .enumerate()
-            .map(|(t, &node)| {
-                let mut client = cluster.client(node);
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    for (index, &(seed, size)) in specs.iter().enumerate() {
-                        if index % via.len() == t {
-                            let object = write_object(&mut client, Some(scheme), seed, size)
-                                .unwrap_or_else(|error| {
-                                    panic!("writing {size} bytes through node {node}: {error}")
-                                });
-                            out.push((index, object));
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        for handle in handles {
-            for (index, object) in handle.join().unwrap() {
-                written[index] = Some(object);
-            }
-        }
-    });
-    written.into_iter().map(Option::unwrap).collect()
-}
-
-/// How one GET went.
-#[derive(Debug)]
-enum Outcome {
-    /// Exactly the object's bytes.
-    Exact,
-    /// An error; the bytes that came before it (if any) were right.
-    Failed(ClientError),
-    /// Wrong bytes, too many or too few: never acceptable.
-    Wrong(String),
-}
-
-/// A connection to one node, made again after an error that broke it.
-struct Via {
-    node: usize,
-    addr: SocketAddr,
-    client: Option<Client>,
-}
-
-impl Via {
-    fn new(cluster: &Cluster, node: usize) -> Via {
-        Via {
-            node,
-            addr: cluster.nodes[node].addr,
-            client: None,
-        }
-    }
-
-    fn client(&mut self) -> Result<&mut Client, ClientError> {
-        if self.client.is_none() {
-            self.client = Some(Client::connect(self.addr, CONNECT_TIMEOUT)?);
-        }
-        Ok(self.client.as_mut().expect("just connected"))
-    }
-
-    fn read(&mut self, object: &Obj) -> Outcome {
-        let client = match self.client() {
-            Ok(client) => client,
-            Err(error) => return Outcome::Failed(error),
-        };
-        let mut check = PatternCheck::new(object.seed);
-        let result = client.get(object.id, 0, LENGTH_TO_END, &mut check, &mut |_| {});
-        if let Some(at) = check.first_mismatch {
-            return Outcome::Wrong(format!(
-                "GET {} ({} bytes) through node {}: wrong byte at {at} ({result:?})",
-                object.id, object.size, self.node
-            ));
-        }
-        match result {
-            Ok(_) if check.seen == object.size => Outcome::Exact,
-            Ok(_) => Outcome::Wrong(format!(
-                "GET {} through node {}: {} bytes, the object has {}",
-                object.id, self.node, check.seen, object.size
-            )),
-            Err(_) if check.seen > object.size => Outcome::Wrong(format!(
-                "GET {} through node {}: {} bytes before an error, the object has {}",
-                object.id, self.node, check.seen, object.size
-            )),
-            Err(error) => {
-                if error.status().is_none() {
-                    self.client = None;
-                }
-                Outcome::Failed(error)
-            }
-        }
-    }
-}
-
-/// Reads objects through the nodes `via`, one thread per node: each node reads every object
-/// (`all`), or node `via[t]` reads the objects whose index is t modulo `via.len()`. Returns
-/// (node, object index, outcome) for every read.
-fn read_all(
-    cluster: &Cluster,
-    via: &[usize],
-    objects: &[Obj],
-    all: bool,
-) -> Vec<(usize, usize, Outcome)> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = via
-            .iter()
-            .enumerate()
-            .map(|(t, &node)| {
-                let mut reader = Via::new(cluster, node);
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    for (index, object) in objects.iter().enumerate() {
-                        if all || index % via.len() == t {
-                            out.push((node, index, reader.read(object)));
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().unwrap())
-            .collect()
-    })
-}
-
-/// Panics unless every outcome is `Exact`, naming the first few that are not.
-fn assert_all_exact(what: &str, objects: &[Obj], outcomes: &[(usize, usize, Outcome)]) {
-    let bad: Vec<String> = outcomes
-        .iter()
-        .filter(|(_, _, outcome)| !matches!(outcome, Outcome::Exact))
-        .map(|(node, index, outcome)| {
-            let object = &objects[*index];
-            format!(
-                "  {} ({} bytes) through node {node}: {outcome:?}",
-                object.id, object.size
-            )
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{what}: {} of {} reads not exact:\n{}",
-        bad.len(),
-        outcomes.len(),
-        bad[..bad.len().min(12)].join("\n")
-    );
+    cluster::test_seed("CLUSTER_EC_SEED", test)
 }
 
 /// Panics on wrong bytes and on errors without a status and message; returns how many reads
@@ -631,7 +152,7 @@ fn objects_survive_two_lost_nodes_and_never_read_wrong() {
     let seed = test_seed("objects_survive_two_lost_nodes_and_never_read_wrong");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
-    let mut cluster = Cluster::up("cluster_ec_loss", 6, "4+2");
+    let mut cluster = Cluster::up("cluster_ec_loss", 6, "4+2", None);
     let k = 4;
     let all: Vec<usize> = (0..cluster.len()).collect();
     eprintln!("cluster up in {:.1?}", started.elapsed());
@@ -652,7 +173,7 @@ fn objects_survive_two_lost_nodes_and_never_read_wrong() {
 
     let phase = Instant::now();
     let outcomes = read_all(&cluster, &all, &objects, true);
-    assert_all_exact("all 6 nodes up", &objects, &outcomes);
+    assert_outcomes_exact("all 6 nodes up", &objects, &outcomes);
     eprintln!(
         "{} reads (every object through every node) in {:.1?}",
         outcomes.len(),
@@ -663,7 +184,7 @@ fn objects_survive_two_lost_nodes_and_never_read_wrong() {
     let mut via = cluster.client(0);
     let placements: Vec<BTreeMap<u32, Vec<usize>>> = objects
         .iter()
-        .map(|object| cluster.placement(&mut via, object))
+        .map(|object| cluster.stripe_nodes(&mut via, object))
         .collect();
     drop(via);
 
@@ -676,7 +197,7 @@ fn objects_survive_two_lost_nodes_and_never_read_wrong() {
     let survivors = cluster.live();
     let phase = Instant::now();
     let outcomes = read_all(&cluster, &survivors, &objects, false);
-    assert_all_exact("2 nodes killed", &objects, &outcomes);
+    assert_outcomes_exact("2 nodes killed", &objects, &outcomes);
     eprintln!(
         "2 nodes down: every object read through the survivors in {:.1?}",
         phase.elapsed()
@@ -748,7 +269,7 @@ fn objects_survive_two_lost_nodes_and_never_read_wrong() {
 fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
     let seed = test_seed("deletes_stay_deleted_and_acknowledged_puts_survive_a_kill");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut cluster = Cluster::up("cluster_ec_delete", 6, "4+2");
+    let mut cluster = Cluster::up("cluster_ec_delete", 6, "4+2", None);
     let all: Vec<usize> = (0..cluster.len()).collect();
     let four_two = scheme("4+2");
 
@@ -757,7 +278,7 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
         .map(|i| (100 + i, sizes[i as usize % sizes.len()]))
         .collect();
     let objects = write_all(&cluster, &all, four_two, &specs);
-    assert_all_exact(
+    assert_outcomes_exact(
         "written",
         &objects,
         &read_all(&cluster, &all, &objects, true),
@@ -789,7 +310,7 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
             expect_not_found(&cluster, node, object, "the node back");
         }
     }
-    assert_all_exact(
+    assert_outcomes_exact(
         "kept, through the returned node",
         kept,
         &read_all(&cluster, &[down], kept, true),
@@ -893,14 +414,14 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
         .map(|(object, _)| *object)
         .collect();
     let live = cluster.live();
-    assert_all_exact(
+    assert_outcomes_exact(
         "acknowledged during the kill, one node down",
         &acked,
         &read_all(&cluster, &live, &acked, false),
     );
     cluster.restart(victim);
     cluster.wait_converged();
-    assert_all_exact(
+    assert_outcomes_exact(
         "acknowledged during the kill, through the restarted node",
         &acked,
         &read_all(&cluster, &[victim], &acked, true),
@@ -920,7 +441,7 @@ fn deletes_stay_deleted_and_acknowledged_puts_survive_a_kill() {
 fn schemes_on_a_six_node_cluster() {
     let seed = test_seed("schemes_on_a_six_node_cluster");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut cluster = Cluster::up("cluster_ec_schemes", 6, "4+2");
+    let mut cluster = Cluster::up("cluster_ec_schemes", 6, "4+2", None);
     let all: Vec<usize> = (0..cluster.len()).collect();
     let mut client = cluster.client(0);
 
@@ -979,7 +500,7 @@ fn schemes_on_a_six_node_cluster() {
     let mut everything = replicated.clone();
     everything.push(plain);
     everything.push(put);
-    assert_all_exact(
+    assert_outcomes_exact(
         "1+2 and default-scheme objects",
         &everything,
         &read_all(&cluster, &all, &everything, true),
@@ -988,7 +509,7 @@ fn schemes_on_a_six_node_cluster() {
     for object in &replicated {
         let stat = via.stat(object.id).unwrap();
         assert_eq!(stat.scheme, scheme("1+2"));
-        let placement = cluster.placement(&mut via, object);
+        let placement = cluster.stripe_nodes(&mut via, object);
         assert!(!placement.is_empty());
         for (stripe, nodes) in &placement {
             assert_eq!(
@@ -1000,7 +521,7 @@ fn schemes_on_a_six_node_cluster() {
         }
     }
     // Two of the three copies gone: still readable.
-    let holders = cluster.placement(&mut via, &replicated[0])[&0].clone();
+    let holders = cluster.stripe_nodes(&mut via, &replicated[0])[&0].clone();
     drop(via);
     let mut doomed = holders.clone();
     doomed.shuffle(&mut rng);
@@ -1011,7 +532,7 @@ fn schemes_on_a_six_node_cluster() {
     cluster.kill(doomed[0]);
     cluster.kill(doomed[1]);
     let live = cluster.live();
-    assert_all_exact(
+    assert_outcomes_exact(
         "1+2 with two copies' nodes down",
         &replicated,
         &read_all(&cluster, &live, &replicated, true),
@@ -1053,7 +574,7 @@ fn schemes_on_a_six_node_cluster() {
 fn a_refused_put_cut_short_by_a_crash_loses_nothing() {
     let seed = test_seed("a_refused_put_cut_short_by_a_crash_loses_nothing");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut cluster = Cluster::up("cluster_ec_refused", 6, "4+2");
+    let mut cluster = Cluster::up("cluster_ec_refused", 6, "4+2", None);
     let all: Vec<usize> = (0..cluster.len()).collect();
     let specs: Vec<(u64, u64)> = (0..40u64)
         .map(|i| (300 + i, [4096, 100_000, MIB + 1][i as usize % 3]))
@@ -1086,30 +607,6 @@ fn a_refused_put_cut_short_by_a_crash_loses_nothing() {
     cluster.assert_running();
 }
 
-/// Sum of a Prometheus counter over every node of the cluster (their stats sockets).
-fn counter_sum(cluster: &Cluster, metric: &str) -> f64 {
-    let text = fs::read_to_string(cluster.dir.join("cluster.json")).unwrap();
-    let file: ClusterFile = serde_json::from_str(&text).unwrap();
-    let mut sum = 0.0;
-    for entry in &file.nodes {
-        let out = ds(&[
-            "stats",
-            "--socket",
-            entry.stats_socket.to_str().unwrap(),
-            "--prom",
-        ]);
-        if !out.status.success() {
-            continue;
-        }
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if line.starts_with(metric) && !line.starts_with('#') {
-                sum += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
-            }
-        }
-    }
-    sum
-}
-
 /// A data shard damaged on disk (bytes flipped inside its record): every read through every
 /// node still returns the right bytes, rebuilt from parity, and the nodes count degraded
 /// reads; the damage is never served.
@@ -1118,7 +615,7 @@ fn a_corrupt_shard_on_disk_is_read_around() {
     use rand::RngCore;
     let seed = test_seed("a_corrupt_shard_on_disk_is_read_around");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let cluster = Cluster::up("cluster_ec_corrupt", 6, "4+2");
+    let cluster = Cluster::up("cluster_ec_corrupt", 6, "4+2", None);
     let mut data = vec![0u8; 3 * MIB as usize];
     rng.fill_bytes(&mut data);
     let mut client = cluster.client(0);
@@ -1158,7 +655,7 @@ fn a_corrupt_shard_on_disk_is_read_around() {
         file.sync_all().unwrap();
     }
     drop(device);
-    let before = counter_sum(&cluster, "ds_coding_degraded_reads_total");
+    let before = cluster.counter_sum("ds_coding_degraded_reads_total");
     for node in 0..cluster.len() {
         let mut out = Vec::new();
         cluster
@@ -1169,9 +666,55 @@ fn a_corrupt_shard_on_disk_is_read_around() {
     }
     // Counters are published every 250 ms.
     std::thread::sleep(Duration::from_millis(600));
-    let after = counter_sum(&cluster, "ds_coding_degraded_reads_total");
+    let after = cluster.counter_sum("ds_coding_degraded_reads_total");
     assert!(
         after >= before + cluster.len() as f64,
         "each read of the damaged stripe is degraded: {before} -> {after}"
     );
+}
+
+#[test]
+fn a_hung_node_holds_no_request_up() {
+    // A node that stops answering but keeps its connections open (SIGSTOP: a hung process) is
+    // still a member until the overlay suspects it. Requests must go on with the copies and
+    // shards that answer: a request that waited for the hung node would take the peer call
+    // timeout (5 s). The bound below is half of that, far above what these requests take.
+    let limit = Duration::from_millis(2500);
+    let cluster = Cluster::up("cluster_ec_hung", 6, "4+2", None);
+    let mut client = cluster.client(0);
+    let before: Vec<Obj> = (0..8)
+        .map(|i| write_object(&mut client, None, 0x4a11 + i, MIB + 1).unwrap())
+        .collect();
+    let hung = 3;
+    cluster.pause(hung);
+    let mut via = Via::new(&cluster, 1);
+    let mut through = cluster.client(1);
+    for object in &before {
+        let started = Instant::now();
+        let outcome = via.read(object);
+        let took = started.elapsed();
+        assert!(
+            matches!(outcome, Outcome::Exact),
+            "GET {} with node {hung} hung: {outcome:?}",
+            object.id
+        );
+        assert!(
+            took < limit,
+            "GET {} took {took:?} with node {hung} hung",
+            object.id
+        );
+    }
+    for i in 0..8 {
+        let started = Instant::now();
+        let object = write_object(&mut through, None, 0x5a11 + i, MIB + 1)
+            .unwrap_or_else(|e| panic!("CREATE + PUT with node {hung} hung: {e}"));
+        let took = started.elapsed();
+        assert!(
+            took < limit,
+            "CREATE + PUT of {} took {took:?} with node {hung} hung",
+            object.id
+        );
+        assert!(matches!(via.read(&object), Outcome::Exact), "{}", object.id);
+    }
+    cluster.resume(hung);
 }

@@ -19,36 +19,33 @@
 //!   every object reads back;
 //! - `ds admin health --json` has every documented field, also on a lone node with no objects.
 
+mod cluster;
 mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ds::tools::dev_cluster::ClusterFile;
-use ds_proto::{Client, ClientError, ObjectId, Scheme, Status, LENGTH_TO_END};
-use node::{workdir, PatternCheck, PatternReader, APPLIANCE, DS};
+use cluster::{
+    alive, assert_all_exact, assert_health_fields, ds, is_appliance, log_tail, scheme, wait_until,
+    Cluster, Obj, Outcome, Placement, Via, CONVERGE_TIMEOUT, HEALTH_COUNTERS, MIB,
+};
+use ds_proto::{ObjectId, Status, LENGTH_TO_END};
+use node::workdir;
 use rand::seq::SliceRandom;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
-const MIB: u64 = 1 << 20;
 /// Bytes of one data shard of a 4+2 stripe (stripes are 1 MiB).
 const SHARD_BYTES: usize = 256 << 10;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long nodes get to serve and to see each other.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Seconds between the nodes' repair passes.
 const REPAIR_INTERVAL: u64 = 2;
 /// How long repair gets to restore full redundancy (dead nodes drop out of the overlay ~25 s
 /// after they stop answering; only then are their shards rebuilt elsewhere).
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(90);
-const POLL: Duration = Duration::from_millis(250);
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -59,521 +56,12 @@ fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn scheme(text: &str) -> Scheme {
-    text.parse().unwrap()
-}
-
 /// The seed of the random choices of one test.
 fn test_seed(test: &str) -> u64 {
-    let seed = match std::env::var("REPAIR_SEED") {
-        Ok(text) => text.parse().expect("REPAIR_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    };
-    eprintln!("{test}: REPAIR_SEED={seed}");
-    seed
-}
-
-/// Calls `check` every [`POLL`] until it answers `Ok`, for up to `timeout`; then panics with
-/// the last answer.
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let started = Instant::now();
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(problem) => {
-                assert!(
-                    started.elapsed() < timeout,
-                    "{what}: not so after {timeout:?}:\n{problem}"
-                );
-            }
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-// ----- the cluster -----
-
-struct Node {
-    id: String,
-    addr: SocketAddr,
-    overlay: SocketAddr,
-    config: PathBuf,
-    log: PathBuf,
-    /// The process serving now; `None` once killed or stopped.
-    pid: Option<u32>,
-    /// The process when this test started it; `dev-cluster up` started the others.
-    child: Option<Child>,
-}
-
-impl Node {
-    fn id_number(&self) -> u128 {
-        u128::from_str_radix(&self.id, 16).unwrap_or_else(|_| panic!("node id {:?}", self.id))
-    }
-}
-
-struct Cluster {
-    dir: PathBuf,
-    nodes: Vec<Node>,
-}
-
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-        !status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
-    })
-}
-
-fn is_appliance(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "ds-appliance")
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn ds(args: &[&str]) -> Output {
-    Command::new(DS).args(args).output().expect("run ds")
-}
-
-/// A port free for TCP and UDP on loopback (as `ds dev-cluster up` picks them).
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP on 127.0.0.1");
-}
-
-impl Cluster {
-    /// `ds dev-cluster up --nodes N --dir target/tmp/NAME --scheme SCHEME
-    /// --repair-interval REPAIR_INTERVAL`.
-    fn up(name: &str, nodes: usize, default_scheme: &str) -> Cluster {
-        let dir = workdir(name);
-        let dir_arg = dir.to_str().unwrap();
-        let nodes_arg = nodes.to_string();
-        let interval = REPAIR_INTERVAL.to_string();
-        for attempt in 1.. {
-            let out = ds(&[
-                "dev-cluster",
-                "up",
-                "--nodes",
-                &nodes_arg,
-                "--dir",
-                dir_arg,
-                "--scheme",
-                default_scheme,
-                "--device-size",
-                "1G",
-                "--repair-interval",
-                &interval,
-            ]);
-            if out.status.success() {
-                break;
-            }
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // The ports are found free, then bound by the nodes: another process may take one
-            // in between. `up` stops what it started on failure.
-            if attempt < 3 && stderr.contains("in use") {
-                eprintln!("{name}: dev-cluster up lost a port race, again:\n{stderr}");
-                continue;
-            }
-            panic!("ds dev-cluster up failed:\n{stderr}");
-        }
-        let text = fs::read_to_string(dir.join("cluster.json")).unwrap();
-        let file: ClusterFile = serde_json::from_str(&text).unwrap();
-        assert_eq!(file.nodes.len(), nodes);
-        let nodes = file
-            .nodes
-            .into_iter()
-            .map(|entry| Node {
-                id: entry.id,
-                addr: entry.client_addr,
-                overlay: entry.overlay_addr,
-                config: entry.config,
-                log: entry.log,
-                pid: Some(entry.pid),
-                child: None,
-            })
-            .collect();
-        Cluster { dir, nodes }
-    }
-
-    fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    fn client(&self, index: usize) -> Client {
-        Client::connect(self.nodes[index].addr, CONNECT_TIMEOUT).unwrap_or_else(|error| {
-            panic!(
-                "node {index}: {error}\n{}",
-                log_tail(&self.nodes[index].log)
-            )
-        })
-    }
-
-    fn live(&self) -> Vec<usize> {
-        (0..self.len())
-            .filter(|&i| self.nodes[i].pid.is_some())
-            .collect()
-    }
-
-    /// SIGKILL, and wait until the process is gone (its sockets closed).
-    fn kill(&mut self, index: usize) {
-        let node = &mut self.nodes[index];
-        let pid = node.pid.take().expect("the node runs");
-        assert!(
-            is_appliance(pid),
-            "node {index} (pid {pid}) is not running:\n{}",
-            log_tail(&node.log)
-        );
-        // SAFETY: kill(2) on a pid this test knows to be one of its ds-appliance processes.
-        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        assert_eq!(sent, 0, "kill -KILL {pid}");
-        match node.child.take() {
-            Some(mut child) => {
-                child.wait().unwrap();
-            }
-            None => {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while alive(pid) {
-                    assert!(Instant::now() < deadline, "pid {pid} outlived SIGKILL");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-
-    /// Starts one more node, configured as `ds dev-cluster up` configures its nodes (node 0's
-    /// config with its own ports and data directory: the same cluster secret, scheme and
-    /// repair interval), seeded to three live nodes; returns its index once it serves.
-    fn add_node(&mut self) -> usize {
-        let index = self.len();
-        let node_dir = self.dir.join(format!("node{index}"));
-        fs::create_dir_all(&node_dir).unwrap();
-        let template = fs::read_to_string(&self.nodes[0].config).unwrap();
-        let mut config: toml::Table = template
-            .parse()
-            .unwrap_or_else(|error| panic!("node 0's config: {error}\n{template}"));
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let seeds: Vec<toml::Value> = self
-            .live()
-            .into_iter()
-            .take(3)
-            .map(|i| toml::Value::String(self.nodes[i].overlay.to_string()))
-            .collect();
-        config.insert(
-            "data_dir".into(),
-            toml::Value::String(node_dir.join("data").to_str().unwrap().into()),
-        );
-        config.insert("listen".into(), toml::Value::String(addr.to_string()));
-        let overlay = config
-            .get_mut("overlay")
-            .and_then(toml::Value::as_table_mut)
-            .unwrap_or_else(|| panic!("no [overlay] in node 0's config:\n{template}"));
-        assert!(
-            overlay.contains_key("cluster_secret"),
-            "no cluster_secret in node 0's config:\n{template}"
-        );
-        overlay.insert("listen".into(), toml::Value::String(addr.to_string()));
-        overlay.insert("seeds".into(), toml::Value::Array(seeds));
-        let config_path = node_dir.join("node.toml");
-        fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-        let log = node_dir.join("node.log");
-        let log_file = fs::File::create(&log).unwrap();
-        let child = Command::new(APPLIANCE)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn ds-appliance");
-        let pid = child.id();
-        self.nodes.push(Node {
-            id: String::new(),
-            addr,
-            overlay: addr,
-            config: config_path,
-            log,
-            pid: Some(pid),
-            child: Some(child),
-        });
-        let node = &mut self.nodes[index];
-        let deadline = Instant::now() + CONVERGE_TIMEOUT;
-        loop {
-            if let Ok(mut client) = Client::connect(node.addr, Duration::from_millis(500)) {
-                if let Ok(view) = client.overlay(None) {
-                    node.id = view.node.id;
-                    return index;
-                }
-            }
-            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "the added node {index} exited with {status}:\n{}",
-                    log_tail(&node.log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the added node {index} does not answer after {CONVERGE_TIMEOUT:?}:\n{}",
-                log_tail(&node.log)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The ids in node `index`'s overlay view (routing table and neighbourhood).
-    fn view(&self, index: usize) -> Result<BTreeSet<String>, String> {
-        let view = Client::connect(self.nodes[index].addr, CONNECT_TIMEOUT)
-            .and_then(|mut client| client.overlay(None))
-            .map_err(|error| format!("node {index}: OVERLAY: {error}"))?;
-        Ok(view
-            .routing
-            .iter()
-            .chain(&view.neighbourhood)
-            .map(|peer| peer.id.clone())
-            .collect())
-    }
-
-    /// Waits until every live node has every other live node in its overlay view.
-    fn wait_converged(&self) {
-        let live = self.live();
-        for &i in &live {
-            wait_until(
-                &format!("node {i} sees every live node"),
-                CONVERGE_TIMEOUT,
-                || {
-                    let view = self.view(i)?;
-                    let missing: Vec<usize> = live
-                        .iter()
-                        .copied()
-                        .filter(|&j| j != i && !view.contains(&self.nodes[j].id))
-                        .collect();
-                    if missing.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "node {i} misses nodes {missing:?}\n{}",
-                            log_tail(&self.nodes[i].log)
-                        ))
-                    }
-                },
-            );
-        }
-    }
-
-    /// Every node that should run still does (none crashed).
-    fn assert_running(&self) {
-        for (index, node) in self.nodes.iter().enumerate() {
-            if let Some(pid) = node.pid {
-                assert!(
-                    alive(pid) && is_appliance(pid),
-                    "node {index} (pid {pid}) died:\n{}",
-                    log_tail(&node.log)
-                );
-            }
-        }
-    }
-
-    /// HEALTH of node `index` (checked for every documented field).
-    fn health(&self, index: usize) -> Result<Value, String> {
-        let health = Client::connect(self.nodes[index].addr, CONNECT_TIMEOUT)
-            .and_then(|mut client| client.health())
-            .map_err(|error| format!("node {index}: HEALTH: {error}"))?;
-        assert_health_fields(&format!("node {index}"), &health);
-        Ok(health)
-    }
-
-    /// Sum of one health counter over the live nodes.
-    fn health_sum(&self, field: &str) -> Result<u64, String> {
-        let mut sum = 0;
-        for i in self.live() {
-            sum += self.health(i)?[field].as_u64().unwrap_or(0);
-        }
-        Ok(sum)
-    }
-
-    /// The index of the node STAT names `name` (its id or one of its addresses).
-    fn node_named(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|node| {
-            node.id.eq_ignore_ascii_case(name)
-                || node.addr.to_string() == name
-                || node.overlay.to_string() == name
-        })
-    }
-
-    /// Where STAT (through `via`) says the object's shards are: per stripe, the node of each
-    /// shard index; and the shards it lists missing. Err on a failed STAT, a node named twice
-    /// in a stripe, or a node that is not in the cluster.
-    fn placement(&self, via: &mut Client, object: &Obj) -> Result<Placement, String> {
-        let stat = via
-            .stat(object.id)
-            .map_err(|error| format!("STAT {}: {error}", object.id))?;
-        if stat.size != object.size {
-            return Err(format!(
-                "STAT {}: size {}, written {}",
-                object.id, stat.size, object.size
-            ));
-        }
-        let mut stripes: BTreeMap<u32, BTreeMap<u8, usize>> = BTreeMap::new();
-        for part in &stat.parts {
-            let node = self.node_named(&part.node).ok_or_else(|| {
-                format!(
-                    "STAT {} names node {:?}, not one of the cluster's",
-                    object.id, part.node
-                )
-            })?;
-            let shards = stripes.entry(part.stripe).or_default();
-            if shards.values().any(|&n| n == node) || shards.insert(part.shard, node).is_some() {
-                return Err(format!(
-                    "STAT {}: stripe {} has two shards on node {node} or a shard twice: {:?}",
-                    object.id, part.stripe, stat.parts
-                ));
-            }
-        }
-        let missing = stat
-            .missing
-            .iter()
-            .map(|m| {
-                let node = self.node_named(&m.node);
-                format!(
-                    "stripe {} shard {} on {:?} ({node:?})",
-                    m.stripe, m.shard, m.node
-                )
-            })
-            .collect();
-        Ok(Placement { stripes, missing })
-    }
-
-    /// Sum of a Prometheus counter over the live nodes (their stats sockets).
-    fn counter_sum(&self, metric: &str) -> f64 {
-        let mut sum = 0.0;
-        for i in self.live() {
-            let socket = self.nodes[i]
-                .config
-                .parent()
-                .unwrap()
-                .join("data/stats.sock");
-            let out = ds(&["stats", "--socket", socket.to_str().unwrap(), "--prom"]);
-            assert!(
-                out.status.success(),
-                "ds stats of node {i}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let text = String::from_utf8_lossy(&out.stdout);
-            let mut found = false;
-            for line in text.lines() {
-                if line.starts_with(metric) && !line.starts_with('#') {
-                    sum += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
-                    found = true;
-                }
-            }
-            assert!(found, "node {i} does not report {metric}:\n{text}");
-        }
-        sum
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(pid) = node.pid.take() {
-                if alive(pid) && is_appliance(pid) {
-                    // SAFETY: kill(2) on one of this cluster's ds-appliance processes.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                }
-            }
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// What STAT says of an object.
-struct Placement {
-    /// Per stripe: shard index -> node index.
-    stripes: BTreeMap<u32, BTreeMap<u8, usize>>,
-    missing: Vec<String>,
-}
-
-impl Placement {
-    fn nodes(&self) -> BTreeSet<usize> {
-        self.stripes
-            .values()
-            .flat_map(|shards| shards.values().copied())
-            .collect()
-    }
+    cluster::test_seed("REPAIR_SEED", test)
 }
 
 // ----- health -----
-
-/// The node-level fields of HEALTH and what they hold.
-const HEALTH_COUNTERS: [&str; 17] = [
-    "stripes",
-    "full",
-    "degraded",
-    "lost",
-    "repair_backlog",
-    "objects",
-    "passes",
-    "shards_rebuilt",
-    "bytes_rebuilt",
-    "objects_moved",
-    "repair_errors",
-    "scrub_passes",
-    "scrub_bytes",
-    "scrub_records",
-    "scrub_corrupt",
-    "scrub_damaged",
-    "drain_remaining",
-];
-const HEALTH_FLAGS: [&str; 2] = ["draining", "drained"];
-
-/// Panics unless `health` has every documented field with a value of its kind, the node's and
-/// each core's.
-fn assert_health_fields(who: &str, health: &Value) {
-    let check = |what: &str, object: &Value, flags: &[&str]| {
-        for field in HEALTH_COUNTERS {
-            assert!(
-                object[field].is_u64(),
-                "{who}: HEALTH{what} has no counter {field:?}: {object}"
-            );
-        }
-        for &field in flags {
-            assert!(
-                object[field].is_boolean(),
-                "{who}: HEALTH{what} has no flag {field:?}: {object}"
-            );
-        }
-        let progress = object["scrub_progress"].as_f64();
-        assert!(
-            progress.is_some_and(|p| (0.0..=1.0 + 1e-9).contains(&p)),
-            "{who}: HEALTH{what}: scrub_progress {progress:?} is not a fraction: {object}"
-        );
-    };
-    check("", health, &HEALTH_FLAGS);
-    let cores = health["cores"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{who}: HEALTH has no cores array: {health}"));
-    assert!(!cores.is_empty(), "{who}: HEALTH lists no cores: {health}");
-    for (core, entry) in cores.iter().enumerate() {
-        check(&format!(" core {core}"), entry, &["drained"]);
-    }
-}
 
 fn counter(health: &Value, field: &str) -> u64 {
     health[field]
@@ -710,58 +198,14 @@ fn not_whole_on(placement: &Placement, allowed: &BTreeSet<usize>) -> Option<Stri
 
 // ----- objects -----
 
-/// An object written by the test: its content is `pattern(seed, size)`.
-#[derive(Clone, Copy, Debug)]
-struct Obj {
-    id: ObjectId,
-    seed: u64,
-    size: u64,
-}
-
-fn write_object(client: &mut Client, scheme: Scheme, seed: u64, size: u64) -> Obj {
-    let id = client
-        .create(Some(scheme))
-        .unwrap_or_else(|error| panic!("CREATE: {error}"));
-    let written = client
-        .put_from(id, 0, PatternReader::new(seed, size), &mut |_| {})
-        .unwrap_or_else(|error| panic!("PUT {id} of {size} bytes: {error}"));
-    assert_eq!(written, size, "PUT {id} acknowledged {written} of {size}");
-    Obj { id, seed, size }
-}
-
 /// Writes `count` 4+2 objects of sizes cycling through `sizes` (seeds `seed_base + i`) through
 /// every live node, one thread per node.
-fn write_all(cluster: &Cluster, count: u64, sizes: &[u64], seed_base: u64) -> Vec<Obj> {
-    let via = cluster.live();
+fn write_objects(cluster: &Cluster, count: u64, sizes: &[u64], seed_base: u64) -> Vec<Obj> {
     let started = Instant::now();
-    let mut written: Vec<Option<Obj>> = vec![None; count as usize];
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = via
-            .iter()
-            .enumerate()
-            .map(|(t, &node)| {
-                let mut client = cluster.client(node);
-                let via_len = via.len();
-                scope.spawn(move || {
-                    (0..count)
-                        .filter(|i| *i as usize % via_len == t)
-                        .map(|i| {
-                            let size = sizes[i as usize % sizes.len()];
-                            let object =
-                                write_object(&mut client, scheme("4+2"), seed_base + i, size);
-                            (i as usize, object)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for handle in handles {
-            for (index, object) in handle.join().unwrap() {
-                written[index] = Some(object);
-            }
-        }
-    });
-    let objects: Vec<Obj> = written.into_iter().map(Option::unwrap).collect();
+    let specs: Vec<(u64, u64)> = (0..count)
+        .map(|i| (seed_base + i, sizes[i as usize % sizes.len()]))
+        .collect();
+    let objects = cluster::write_all(cluster, &cluster.live(), scheme("4+2"), &specs);
     eprintln!(
         "{} objects ({} bytes) written in {:.1?}",
         objects.len(),
@@ -769,122 +213,6 @@ fn write_all(cluster: &Cluster, count: u64, sizes: &[u64], seed_base: u64) -> Ve
         started.elapsed()
     );
     objects
-}
-
-/// How one GET went.
-#[derive(Debug)]
-enum Outcome {
-    /// Exactly the object's bytes.
-    Exact,
-    /// An error; the bytes that came before it (if any) were right.
-    Failed(ClientError),
-    /// Wrong bytes, too many or too few: never acceptable.
-    Wrong(String),
-}
-
-/// A connection to one node, made again after an error that broke it.
-struct Via {
-    node: usize,
-    addr: SocketAddr,
-    client: Option<Client>,
-}
-
-impl Via {
-    fn new(cluster: &Cluster, node: usize) -> Via {
-        Via {
-            node,
-            addr: cluster.nodes[node].addr,
-            client: None,
-        }
-    }
-
-    fn read(&mut self, object: &Obj) -> Outcome {
-        if self.client.is_none() {
-            match Client::connect(self.addr, CONNECT_TIMEOUT) {
-                Ok(client) => self.client = Some(client),
-                Err(error) => return Outcome::Failed(error),
-            }
-        }
-        let client = self.client.as_mut().expect("connected");
-        let mut check = PatternCheck::new(object.seed);
-        let result = client.get(object.id, 0, LENGTH_TO_END, &mut check, &mut |_| {});
-        if let Some(at) = check.first_mismatch {
-            return Outcome::Wrong(format!(
-                "GET {} ({} bytes) through node {}: wrong byte at {at} ({result:?})",
-                object.id, object.size, self.node
-            ));
-        }
-        match result {
-            Ok(_) if check.seen == object.size => Outcome::Exact,
-            Ok(_) => Outcome::Wrong(format!(
-                "GET {} through node {}: {} bytes, the object has {}",
-                object.id, self.node, check.seen, object.size
-            )),
-            Err(_) if check.seen > object.size => Outcome::Wrong(format!(
-                "GET {} through node {}: {} bytes before an error, the object has {}",
-                object.id, self.node, check.seen, object.size
-            )),
-            Err(error) => {
-                if error.status().is_none() {
-                    self.client = None;
-                }
-                Outcome::Failed(error)
-            }
-        }
-    }
-}
-
-/// Reads every object through every node of `via` (one thread per node).
-fn read_all(cluster: &Cluster, via: &[usize], objects: &[Obj]) -> Vec<(usize, usize, Outcome)> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = via
-            .iter()
-            .map(|&node| {
-                let mut reader = Via::new(cluster, node);
-                scope.spawn(move || {
-                    objects
-                        .iter()
-                        .enumerate()
-                        .map(|(index, object)| (node, index, reader.read(object)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().unwrap())
-            .collect()
-    })
-}
-
-/// Reads every object through every node of `via`; panics unless every read is exact.
-fn assert_all_exact(cluster: &Cluster, via: &[usize], objects: &[Obj], what: &str) {
-    let started = Instant::now();
-    let outcomes = read_all(cluster, via, objects);
-    let bad: Vec<String> = outcomes
-        .iter()
-        .filter(|(_, _, outcome)| !matches!(outcome, Outcome::Exact))
-        .map(|(node, index, outcome)| {
-            let object = &objects[*index];
-            format!(
-                "  {} ({} bytes) through node {node}: {outcome:?}",
-                object.id, object.size
-            )
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{what}: {} of {} reads not exact:\n{}",
-        bad.len(),
-        outcomes.len(),
-        bad[..bad.len().min(12)].join("\n")
-    );
-    eprintln!(
-        "{what}: {} reads exact ({} objects through nodes {via:?}) in {:.1?}",
-        outcomes.len(),
-        objects.len(),
-        started.elapsed()
-    );
 }
 
 // ----- the device files -----
@@ -956,9 +284,9 @@ fn repair_restores_redundancy_after_two_nodes_die() {
     let seed = test_seed("repair_restores_redundancy_after_two_nodes_die");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
-    let mut cluster = Cluster::up("repair_loss", 8, "4+2");
+    let mut cluster = Cluster::up("repair_loss", 8, "4+2", Some(REPAIR_INTERVAL));
     eprintln!("8 nodes up in {:.1?}", started.elapsed());
-    let objects = write_all(&cluster, 300, &[1, 4096, 100_000, MIB + 1], 1);
+    let objects = write_objects(&cluster, 300, &[1, 4096, 100_000, MIB + 1], 1);
     let all: Vec<usize> = (0..cluster.len()).collect();
     let mut order = all.clone();
     order.shuffle(&mut rng);
@@ -1033,8 +361,8 @@ fn repair_restores_redundancy_after_two_nodes_die() {
 fn shards_move_to_joining_nodes_while_reads_stay_correct() {
     let _serial = serial();
     let started = Instant::now();
-    let mut cluster = Cluster::up("repair_join", 6, "4+2");
-    let objects = write_all(&cluster, 100, &[1, 4096, 100_000, MIB + 1], 1000);
+    let mut cluster = Cluster::up("repair_join", 6, "4+2", Some(REPAIR_INTERVAL));
+    let objects = write_objects(&cluster, 100, &[1, 4096, 100_000, MIB + 1], 1000);
     let old = cluster.live();
     let stop = AtomicBool::new(false);
     let rounds = AtomicU64::new(0);
@@ -1196,8 +524,8 @@ fn scrub_finds_and_repairs_five_damaged_shards() {
     let seed = test_seed("scrub_finds_and_repairs_five_damaged_shards");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
-    let cluster = Cluster::up("repair_scrub", 6, "4+2");
-    let others = write_all(&cluster, 20, &[1, 4096, 100_000, MIB + 1], 2000);
+    let cluster = Cluster::up("repair_scrub", 6, "4+2", Some(REPAIR_INTERVAL));
+    let others = write_objects(&cluster, 20, &[1, 4096, 100_000, MIB + 1], 2000);
     // Five objects of one stripe of random bytes: every 64-byte run of a shard is unique.
     let mut client = cluster.client(0);
     let damaged: Vec<(ObjectId, Vec<u8>)> = (0..5)
@@ -1335,8 +663,8 @@ fn a_drained_node_leaves_with_nothing_degraded() {
     let seed = test_seed("a_drained_node_leaves_with_nothing_degraded");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
-    let mut cluster = Cluster::up("repair_drain", 7, "4+2");
-    let objects = write_all(&cluster, 100, &[1, 4096, 100_000, MIB + 1], 3000);
+    let mut cluster = Cluster::up("repair_drain", 7, "4+2", Some(REPAIR_INTERVAL));
+    let objects = write_objects(&cluster, 100, &[1, 4096, 100_000, MIB + 1], 3000);
     let all = cluster.live();
     let drained = *all.choose(&mut rng).unwrap();
     let drained_id = cluster.nodes[drained].id.clone();

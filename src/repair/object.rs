@@ -91,7 +91,7 @@ pub async fn repair_object(
         gone: true,
         ..ObjectReport::default()
     };
-    let meta = match placement::read_copies(ctx, object).await {
+    let meta = match placement::read_copies(ctx, object, placement::Wait::All).await {
         Ok(meta) => meta,
         Err(Refusal(Status::NotFound, _)) => return Ok(gone),
         Err(refusal) => return Err(refusal),
@@ -184,7 +184,7 @@ pub async fn repair_object(
             placement_version: meta.placement_version + 1,
             ..meta.clone()
         };
-        placement::update(ctx, object, &moved).await?;
+        placement::update(ctx, object, &moved, placement::Wait::All).await?;
         let version = ctx.hlc.borrow_mut().now(now_ns()).as_u64();
         for (i, (&was, &now)) in old.iter().zip(&new).enumerate() {
             if was != now {

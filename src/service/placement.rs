@@ -2,14 +2,17 @@
 //! when it is created (the placement, kept in its metadata); its metadata record is copied to
 //! the [`META_COPIES`] nodes closest to its id. Metadata is written to all copies and
 //! acknowledged by a majority; it is read from all and needs a majority's complement of
-//! answers, so a read meets every acknowledged update. Copies are merged (size grows,
-//! deletion sticks), and a read repairs the copies it found behind.
+//! answers, so a read meets every acknowledged update. A client request goes on as soon as it
+//! has its quorum (a slow or hung copy does not hold it up); repair waits for every copy.
+//! Copies are merged (size grows, deletion sticks), and a read repairs the copies it found
+//! behind.
 
 use std::rc::Rc;
 
 use ds_proto::{ObjectId, Status};
 
 use crate::node::overlay::MemberList;
+use crate::reactor::gather::Gather;
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::ObjectMeta;
 use crate::service::owner::{now_ns, OpError};
@@ -48,22 +51,37 @@ fn majority(copies: usize) -> usize {
     copies / 2 + 1
 }
 
-/// Runs `op` against every target at once; the results in target order.
+/// How long a metadata read or write waits: for a quorum of copies (client requests, which a
+/// slow or hung copy must not hold up to the call timeout), or for every copy (repair, which
+/// brings every copy up to date).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    Quorum,
+    All,
+}
+
+/// Runs `op` against every target at once and takes the results as they come, until
+/// `enough(results so far)` holds or all are in; calls still running finish unheard. Each
+/// result comes with its target's index.
 async fn on_all<T: 'static, F>(
     ctx: &Rc<CoreCtx>,
     targets: &[Target],
     op: impl Fn(Rc<CoreCtx>, Target) -> F,
-) -> Vec<Result<T, OpError>>
+    enough: impl Fn(&[(usize, Result<T, OpError>)]) -> bool,
+) -> Vec<(usize, Result<T, OpError>)>
 where
     F: std::future::Future<Output = Result<T, OpError>> + 'static,
 {
-    let tasks: Vec<_> = targets
-        .iter()
-        .map(|&target| ctx.executor.spawn_task(op(ctx.clone(), target)))
-        .collect();
-    let mut results = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        results.push(task.await);
+    let gather = Gather::default();
+    for (index, &target) in targets.iter().enumerate() {
+        let (call, sender) = (op(ctx.clone(), target), gather.sender());
+        ctx.executor.spawn(async move {
+            sender.push((index, call.await));
+        });
+    }
+    let mut results = Vec::with_capacity(targets.len());
+    while results.len() < targets.len() && !enough(&results) {
+        results.push(gather.next().await);
     }
     results
 }
@@ -100,7 +118,7 @@ pub async fn create(
         placement: list.closest(object, shards).iter().map(|m| m.id).collect(),
         version: 0,
     };
-    update(ctx, object, &meta).await
+    update(ctx, object, &meta, Wait::Quorum).await
 }
 
 /// Merges `meta` into every copy; succeeds once a majority holds it. Answers the merged record
@@ -109,18 +127,25 @@ pub async fn update(
     ctx: &Rc<CoreCtx>,
     object: u128,
     meta: &ObjectMeta,
+    wait: Wait,
 ) -> Result<ObjectMeta, Refusal> {
     let targets = meta_targets(ctx, object);
+    let needed = majority(targets.len());
     let shared = Rc::new(meta.clone());
-    let results = on_all(ctx, &targets, |ctx, target| {
-        let meta = shared.clone();
-        async move { shards::merge_meta(&ctx, target, object, &meta).await }
-    })
+    let results = on_all(
+        ctx,
+        &targets,
+        |ctx, target| {
+            let meta = shared.clone();
+            async move { shards::merge_meta(&ctx, target, object, &meta).await }
+        },
+        |heard| wait == Wait::Quorum && heard.iter().filter(|(_, r)| r.is_ok()).count() >= needed,
+    )
     .await;
     let mut merged = meta.clone();
     let mut acked = 0;
     let mut errors = Vec::new();
-    for result in results {
+    for (_, result) in results {
         match result {
             Ok(copy) => {
                 merged.merge(&copy);
@@ -129,7 +154,6 @@ pub async fn update(
             Err(error) => errors.push(error.to_string()),
         }
     }
-    let needed = majority(targets.len());
     if acked < needed {
         return Err(refuse(
             Status::Unavailable,
@@ -180,6 +204,7 @@ pub async fn grow(
             size,
             ..meta.clone()
         },
+        Wait::Quorum,
     )
     .await?;
     if let Some((_, durable)) = ctx.grows.borrow_mut().get_mut(&object) {
@@ -188,9 +213,10 @@ pub async fn grow(
     Ok(merged)
 }
 
-/// The object's metadata as the copies agree; NOT_FOUND for an unknown or deleted object.
+/// The object's metadata as a quorum of copies agree; NOT_FOUND for an unknown or deleted
+/// object.
 pub async fn resolve(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
-    let merged = read_copies(ctx, object).await?;
+    let merged = read_copies(ctx, object, Wait::Quorum).await?;
     if merged.deleted {
         return Err(not_found(object));
     }
@@ -199,16 +225,27 @@ pub async fn resolve(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refu
 
 /// The object's metadata as the copies agree, deleted ones included (repair cleans up after a
 /// delete); NOT_FOUND when no copy exists.
-pub async fn read_copies(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, Refusal> {
+pub async fn read_copies(
+    ctx: &Rc<CoreCtx>,
+    object: u128,
+    wait: Wait,
+) -> Result<ObjectMeta, Refusal> {
     let targets = meta_targets(ctx, object);
-    let results = on_all(ctx, &targets, |ctx, target| async move {
-        shards::read_meta(&ctx, target, object).await
-    })
+    // Any `needed` answers meet every majority that acknowledged an update. Only copies found
+    // end the wait early: a node that does not know the object may be one that just became
+    // one of the closest (joined) and has no copy yet, so "not found" waits for every copy.
+    let needed = targets.len() + 1 - majority(targets.len());
+    let results = on_all(
+        ctx,
+        &targets,
+        |ctx, target| async move { shards::read_meta(&ctx, target, object).await },
+        |heard| wait == Wait::Quorum && heard.iter().filter(|(_, r)| r.is_ok()).count() >= needed,
+    )
     .await;
     let mut merged: Option<ObjectMeta> = None;
     let mut answered = 0;
     let mut errors = Vec::new();
-    for result in &results {
+    for (_, result) in &results {
         match result {
             Ok(copy) => {
                 answered += 1;
@@ -223,7 +260,6 @@ pub async fn read_copies(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, 
             Err(error) => errors.push(error.to_string()),
         }
     }
-    let needed = targets.len() + 1 - majority(targets.len());
     if answered < needed {
         return Err(refuse(
             Status::Unavailable,
@@ -239,7 +275,8 @@ pub async fn read_copies(ctx: &Rc<CoreCtx>, object: u128) -> Result<ObjectMeta, 
         return Err(not_found(object));
     };
     // Copies that answered behind the merged record catch up in the background.
-    for (target, result) in targets.iter().zip(&results) {
+    for (index, result) in &results {
+        let target = &targets[*index];
         let behind = match result {
             Ok(copy) => copy.size != merged.size || copy.deleted != merged.deleted,
             Err(OpError::NotFound) => true,

@@ -279,6 +279,7 @@ async fn delete(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
             deleted: true,
             ..meta.clone()
         },
+        placement::Wait::Quorum,
     )
     .await?;
     let plan = ObjectPlan::new(ctx, object, &meta)?;
