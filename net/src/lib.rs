@@ -40,7 +40,8 @@ pub use uring::UringTransport;
 ///
 /// For every id that [`connect`](Transport::connect) returns or an `Accepted` event reports,
 /// exactly one `Closed` event follows eventually (a connect is followed by `Connected` or
-/// directly by `Closed`). After `Closed` the id is dead: calls with it fail with
+/// directly by `Closed`). Once its `Closed` is queued the id is dead (a caller still taking
+/// the events before it, a `Sent` say, may find so): calls with it fail with
 /// [`NetError::UnknownConn`] or do nothing.
 pub trait Transport {
     /// Listens on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`, so every core can listen on the
