@@ -114,8 +114,6 @@ pub(crate) fn with_codec<T>(
     Ok(f(codec))
 }
 
-/// Writes `data` over `range` of its stripe; `size` is what the object holds before (at least).
-/// Returns once the write quorum of shards is durable, or the error that made it unreachable.
 /// The new content of a stripe: the request's own bytes when they are all of it (no copy), or
 /// a stripe assembled from them and the old content.
 enum StripeContent {
@@ -132,7 +130,9 @@ impl StripeContent {
     }
 }
 
-/// Writes `range` of a stripe; its bytes are `data[from..from + range.len]`.
+/// Writes `data[from..from + range.len]` over `range` of its stripe; `size` is what the object
+/// holds before (at least). Returns once the write quorum of shards is durable, or the error
+/// that made it unreachable.
 pub async fn write(
     ctx: &Rc<CoreCtx>,
     plan: &Rc<ObjectPlan>,
@@ -147,9 +147,7 @@ pub async fn write(
     let _guard = lock(&ctx.stripe_locks, (object, range.stripe)).await;
     let write_plan = layout.write_plan(&range, size);
     let written = from..from + range.len as usize;
-    let stripe = if write_plan.is_whole()
-        && range.start == 0
-        && u64::from(range.len) == u64::from(write_plan.stripe_len)
+    let stripe = if write_plan.is_whole() && range.start == 0 && range.len == write_plan.stripe_len
     {
         StripeContent::Request(data.clone(), written)
     } else {
