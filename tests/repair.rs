@@ -764,21 +764,9 @@ fn health_reports_every_field_on_an_empty_node() {
     });
     eprintln!("{}", serde_json::to_string_pretty(&health).unwrap());
     assert_eq!(health["cores"].as_array().unwrap().len(), 2, "{health}");
-    for field in [
-        "stripes",
-        "full",
-        "degraded",
-        "lost",
-        "repair_backlog",
-        "objects",
-        "shards_rebuilt",
-        "bytes_rebuilt",
-        "objects_moved",
-        "repair_errors",
-        "scrub_corrupt",
-        "scrub_damaged",
-        "drain_remaining",
-    ] {
+    // Every counter but those of the passes that ran and what they read is 0 on an empty node.
+    let ran = ["passes", "scrub_passes", "scrub_bytes", "scrub_records"];
+    for field in HEALTH_COUNTERS.iter().filter(|f| !ran.contains(f)) {
         assert_eq!(
             counter(&health, field),
             0,
