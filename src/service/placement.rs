@@ -8,6 +8,7 @@
 //! behind.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use ds_proto::{ObjectId, Status};
 
@@ -36,13 +37,18 @@ pub fn target_of(ctx: &CoreCtx, list: &MemberList, node: u128) -> Target {
 /// The nodes holding copies of `object`'s metadata (never none: this node at least).
 fn meta_targets(ctx: &CoreCtx, object: u128) -> Vec<Target> {
     let list = ctx.member_list();
-    let targets: Vec<Target> = list
+    let mut targets: Vec<Target> = list
         .closest(object, META_COPIES)
         .into_iter()
         .map(|m| target_of(ctx, &list, m.id))
         .collect();
     if targets.is_empty() {
         return vec![Target::Local];
+    }
+    // This node's copy first: a quorum read asks the first copies, and the local one costs no
+    // network round trip. The others stay in order of closeness.
+    if let Some(at) = targets.iter().position(|t| *t == Target::Local) {
+        targets[..=at].rotate_right(1);
     }
     targets
 }
@@ -60,12 +66,24 @@ pub enum Wait {
     All,
 }
 
-/// Runs `op` against every target at once and takes the results as they come, until
-/// `enough(results so far)` holds or all are in; calls still running finish unheard. Each
-/// result comes with its target's index.
-async fn on_all<T: 'static, F>(
+/// A read asks the others too when its first copies have not all answered by then.
+const HEDGE_AFTER: Duration = Duration::from_millis(50);
+
+/// What a gathering call hears: an answer from target `index`, or its hedge timer.
+enum Heard<T> {
+    Answer(usize, Result<T, OpError>),
+    Hedge,
+}
+
+/// Runs `op` against the first `first` targets, and takes the results as they come until
+/// `enough(results so far)` holds or every target asked has answered. The others are asked too
+/// as soon as an answer is not a success, every first one has answered without `enough`, or
+/// [`HEDGE_AFTER`] passes. Calls still running at the end finish unheard. Each result comes
+/// with its target's index.
+async fn on_targets<T: 'static, F>(
     ctx: &Rc<CoreCtx>,
     targets: &[Target],
+    first: usize,
     op: impl Fn(Rc<CoreCtx>, Target) -> F,
     enough: impl Fn(&[(usize, Result<T, OpError>)]) -> bool,
 ) -> Vec<(usize, Result<T, OpError>)>
@@ -73,15 +91,47 @@ where
     F: std::future::Future<Output = Result<T, OpError>> + 'static,
 {
     let gather = Gather::default();
-    for (index, &target) in targets.iter().enumerate() {
-        let (call, sender) = (op(ctx.clone(), target), gather.sender());
+    let ask = |indices: std::ops::Range<usize>| {
+        for index in indices {
+            let (call, sender) = (op(ctx.clone(), targets[index]), gather.sender());
+            ctx.executor.spawn(async move {
+                sender.push(Heard::Answer(index, call.await));
+            });
+        }
+    };
+    let mut asked = first.clamp(1, targets.len());
+    ask(0..asked);
+    if asked < targets.len() {
+        let (timer_ctx, sender) = (ctx.clone(), gather.sender());
         ctx.executor.spawn(async move {
-            sender.push((index, call.await));
+            timer_ctx.sleep(HEDGE_AFTER).await;
+            sender.push(Heard::Hedge);
         });
     }
     let mut results = Vec::with_capacity(targets.len());
-    while results.len() < targets.len() && !enough(&results) {
-        results.push(gather.next().await);
+    while !enough(&results) {
+        if results.len() == asked {
+            if asked == targets.len() {
+                break;
+            }
+            ask(asked..targets.len());
+            asked = targets.len();
+        }
+        match gather.next().await {
+            Heard::Answer(index, result) => {
+                let missed = result.is_err();
+                results.push((index, result));
+                if missed && asked < targets.len() {
+                    ask(asked..targets.len());
+                    asked = targets.len();
+                }
+            }
+            Heard::Hedge if asked < targets.len() => {
+                ask(asked..targets.len());
+                asked = targets.len();
+            }
+            Heard::Hedge => {}
+        }
     }
     results
 }
@@ -132,9 +182,11 @@ pub async fn update(
     let targets = meta_targets(ctx, object);
     let needed = majority(targets.len());
     let shared = Rc::new(meta.clone());
-    let results = on_all(
+    // Every copy is written; the wait ends at a majority.
+    let results = on_targets(
         ctx,
         &targets,
+        targets.len(),
         |ctx, target| {
             let meta = shared.clone();
             async move { shards::merge_meta(&ctx, target, object, &meta).await }
@@ -235,9 +287,16 @@ pub async fn read_copies(
     // end the wait early: a node that does not know the object may be one that just became
     // one of the closest (joined) and has no copy yet, so "not found" waits for every copy.
     let needed = targets.len() + 1 - majority(targets.len());
-    let results = on_all(
+    // A quorum read asks `needed` copies (this node's first) and the others only when one
+    // misses or is slow; repair asks every copy.
+    let first = match wait {
+        Wait::Quorum => needed,
+        Wait::All => targets.len(),
+    };
+    let results = on_targets(
         ctx,
         &targets,
+        first,
         |ctx, target| async move { shards::read_meta(&ctx, target, object).await },
         |heard| wait == Wait::Quorum && heard.iter().filter(|(_, r)| r.is_ok()).count() >= needed,
     )
