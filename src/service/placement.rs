@@ -3,7 +3,9 @@
 //! the [`META_COPIES`] nodes closest to its id. Metadata is written to all copies and
 //! acknowledged by a majority; it is read from all and needs a majority's complement of
 //! answers, so a read meets every acknowledged update. A client request goes on as soon as it
-//! has its quorum (a slow or hung copy does not hold it up); repair waits for every copy.
+//! has its quorum (a slow or hung copy does not hold it up), and its read asks only as many
+//! copies as the quorum (this node's first), the others when one misses or is slow; repair
+//! asks and waits for every copy.
 //! Copies are merged (size grows, deletion sticks), and a read repairs the copies it found
 //! behind.
 
