@@ -83,6 +83,15 @@ pub struct MemberList {
 }
 
 impl MemberList {
+    /// Members `ids` (sorted, distinct), all announcing data address `data`: for simulations
+    /// and tests, which place objects without reaching the nodes.
+    pub fn of_ids(ids: &[u128], data: std::net::SocketAddr) -> MemberList {
+        MemberList {
+            generation: 1,
+            members: ids.iter().map(|&id| Member { id, data }).collect(),
+        }
+    }
+
     /// The `n` members closest to `key` by XOR distance, closest first (fewer if fewer are
     /// known).
     pub fn closest(&self, key: u128, n: usize) -> Vec<Member> {

@@ -425,19 +425,9 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::overlay::Member;
 
     fn list(ids: &[u128]) -> MemberList {
-        MemberList {
-            generation: 1,
-            members: ids
-                .iter()
-                .map(|&id| Member {
-                    id,
-                    data: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
-                })
-                .collect(),
-        }
+        MemberList::of_ids(ids, std::net::SocketAddr::from(([127, 0, 0, 1], 1)))
     }
 
     #[test]

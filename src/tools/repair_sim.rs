@@ -381,10 +381,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     live.sort_unstable();
     let objects: Vec<u128> = (0..spec.objects).map(|_| rng.id()).collect();
-    let mut list = MemberList {
-        generation: 1,
-        members: Vec::new(),
-    };
+    let mut list = MemberList::of_ids(&[], nowhere());
     // placement[o * n + i]: the node of shard i of object o.
     let mut placement: Vec<u128> = Vec::with_capacity(spec.objects * n);
     for &object in &objects {
@@ -780,16 +777,7 @@ mod tests {
     }
 
     fn full_list(ids: &[u128]) -> MemberList {
-        MemberList {
-            generation: 1,
-            members: ids
-                .iter()
-                .map(|&id| Member {
-                    id,
-                    data: nowhere(),
-                })
-                .collect(),
-        }
+        MemberList::of_ids(ids, nowhere())
     }
 
     #[test]

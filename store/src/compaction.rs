@@ -15,7 +15,6 @@ use crate::engine::{CoreStore, OpKind, ReadIo, Stage};
 use crate::limits::{COMPACTION_DEAD_PERCENT_MIN, OPS_INFLIGHT_MAX};
 use crate::loc::Loc;
 use crate::member::{token, Purpose};
-use crate::record::RecordKind;
 use crate::scan::{scan, ScanItem};
 use crate::segment::{SegmentHeader, SegmentMark, SegmentState};
 
@@ -220,8 +219,7 @@ impl CoreStore {
             else {
                 return;
             };
-            let tombstone = header.kind == RecordKind::Tombstone;
-            let loc = Loc::new(slot, base + offset as u64, disk_bytes as u64, tombstone);
+            let loc = Loc::of_record(slot, base + offset as u64, disk_bytes, header.kind);
             let fp = header.key.fingerprint();
             candidates.clear();
             self.index.candidates(fp, &mut candidates);
@@ -231,7 +229,7 @@ impl CoreStore {
             if !data_ok {
                 corrupt += 1;
                 todo.push((offset, loc, false));
-            } else if tombstone && header.born_lsn < oldest_elsewhere {
+            } else if loc.is_tombstone() && header.born_lsn < oldest_elsewhere {
                 drops.push((header.key, fp, loc));
             } else {
                 todo.push((offset, loc, true));

@@ -25,6 +25,17 @@ const _: () = assert!(crate::limits::DEVICES_MAX == 1 << DEVICE_BITS);
 pub struct Loc(u64);
 
 impl Loc {
+    /// Where a record read off the device lies: a tombstone's location is marked as one.
+    pub fn of_record(
+        device: u8,
+        offset: u64,
+        disk_bytes: usize,
+        kind: crate::record::RecordKind,
+    ) -> Self {
+        let tombstone = kind == crate::record::RecordKind::Tombstone;
+        Self::new(device, offset, disk_bytes as u64, tombstone)
+    }
+
     /// `offset` and `len` in bytes, multiples of [`SECTOR_BYTES`].
     pub fn new(device: u8, offset: u64, len: u64, tombstone: bool) -> Self {
         assert!(offset.is_multiple_of(SECTOR_BYTES));

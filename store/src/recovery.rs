@@ -22,7 +22,7 @@ use crate::key::ShardKey;
 use crate::limits::{DEVICES_MAX, QUEUE_DEPTH};
 use crate::loc::Loc;
 use crate::member::Member;
-use crate::record::{RecordHeader, RecordKind};
+use crate::record::RecordHeader;
 use crate::scan::{scan, ScanItem};
 use crate::segment::{SegmentHeader, SegmentHeaderError, SegmentInfo, SegmentMark, SegmentState};
 use crate::superblock::Superblock;
@@ -574,8 +574,7 @@ impl CoreStore {
         report.records_skipped += skipped;
         let mut lsn_min = u64::MAX;
         for (at, header, disk_bytes) in records {
-            let tombstone = header.kind == RecordKind::Tombstone;
-            let loc = Loc::new(slot, offset + at as u64, disk_bytes as u64, tombstone);
+            let loc = Loc::of_record(slot, offset + at as u64, disk_bytes, header.kind);
             lsn_min = lsn_min.min(header.lsn);
             self.lsn_next = self.lsn_next.max(header.lsn + 1);
             report.records_replayed += 1;

@@ -86,8 +86,7 @@ impl CoreStore {
                             report.records += 1;
                             report.bytes += disk_bytes as u64;
                             let at = base + offset as u64;
-                            let tombstone = header.kind == RecordKind::Tombstone;
-                            let loc = Loc::new(slot as u8, at, disk_bytes as u64, tombstone);
+                            let loc = Loc::of_record(slot as u8, at, disk_bytes, header.kind);
                             let matches = entries.get(&(slot as u8, at)) == Some(&loc.bits());
                             let marked = header.kind == RecordKind::Damaged;
                             if matches && data_ok && !marked {

@@ -417,8 +417,7 @@ impl CoreStore {
                     data_ok,
                 } => {
                     let at = base + offset as u64;
-                    let tombstone = header.kind == RecordKind::Tombstone;
-                    let loc = Loc::new(slot, at, disk_bytes as u64, tombstone);
+                    let loc = Loc::of_record(slot, at, disk_bytes, header.kind);
                     candidates.clear();
                     index.candidates(header.key.fingerprint(), &mut candidates);
                     records.push(WalkedRecord {
