@@ -14,10 +14,7 @@ fn ds(args: &[&str]) -> std::process::Output {
 }
 
 fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-        !s.lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
-    })
+    node::alive(pid as u32)
 }
 
 #[test]

@@ -86,4 +86,10 @@ pub trait Transport {
 
     /// Counters of this transport.
     fn stats(&self) -> NetStats;
+
+    /// Closes every connection and listening socket and waits (boundedly) for the kernel to
+    /// let go of them: what a stopping node does last, so that no listener of it outlives the
+    /// process (the kernel may hold a socket an operation is still in flight on, and a listener
+    /// on a shared port takes connections it then resets). Nothing works after it.
+    fn shut_down(&mut self) {}
 }

@@ -84,6 +84,9 @@ pub fn run(
         .borrow_mut()
         .checkpoint()
         .with_context(|| format!("checkpointing core {core} at stop"));
+    // The core's context is not dropped (its tasks hold it), so the transport is shut down
+    // here: its listener must be closed before the process ends, not by the kernel later.
+    ctx.net.borrow_mut().shut_down();
     result.and(checkpoint)
 }
 

@@ -65,13 +65,7 @@ pub fn ds(args: &[&str]) -> Output {
     Command::new(DS).args(args).output().expect("run ds")
 }
 
-pub fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-        !status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
-    })
-}
+pub use crate::node::alive;
 
 pub fn is_appliance(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "ds-appliance")

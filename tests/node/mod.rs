@@ -12,6 +12,24 @@ use ds_proto::Client;
 pub const APPLIANCE: &str = env!("CARGO_BIN_EXE_ds-appliance");
 pub const DS: &str = env!("CARGO_BIN_EXE_ds");
 
+/// Whether process `pid` may still hold its descriptors: it runs, or its main thread is a
+/// zombie while other threads still exit (the descriptor table, listening sockets included,
+/// is closed by the last thread: a node restarted before that shares its port with a listener
+/// about to close, which resets the connections it queued).
+pub fn alive(pid: u32) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/status")).map(|s| {
+        s.lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+    });
+    match zombie {
+        Err(_) => false,
+        Ok(false) => true,
+        Ok(true) => {
+            std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
+        }
+    }
+}
+
 pub fn workdir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);

@@ -528,12 +528,26 @@ impl Transport for UringTransport {
             ..self.stats
         }
     }
+
+    fn shut_down(&mut self) {
+        self.shut_down_now();
+    }
 }
 
 impl Drop for UringTransport {
-    /// Cancels everything in flight and waits for the kernel to give every buffer back. After
-    /// [`DRAIN_LIMIT`] the remaining buffers are leaked, never freed.
     fn drop(&mut self) {
+        self.shut_down_now();
+    }
+}
+
+impl UringTransport {
+    /// Cancels everything in flight and waits for the kernel to give every buffer back, then
+    /// closes the listening sockets. After [`DRAIN_LIMIT`] the remaining buffers are leaked,
+    /// never freed. Runs once.
+    fn shut_down_now(&mut self) {
+        if self.dropping {
+            return;
+        }
         self.dropping = true;
         for id in self.conns.ids() {
             self.begin_close(id, CloseReason::Local);
@@ -590,6 +604,9 @@ impl Drop for UringTransport {
                     std::mem::forget(connect_addr);
                 }
             }
+        } else {
+            // Nothing of the kernel's refers to them any more: closing them ends them now.
+            self.listeners.clear();
         }
         self.events.clear();
     }
