@@ -1,6 +1,9 @@
 //! Raw device-layer random reads, no store: `cargo bench -p ds-nvme --bench randread --
-//! "$PWD"/FILE [BYTES] [DEPTH] [SECONDS] [wait|spin]` (cargo runs benches in `nvme/`: give an absolute path). Prints IOPS, to set beside fio on the same file and beside the
-//! store's gets (`ds-store bench --op read`), which tells device-layer cost from store cost.
+//! "$PWD"/FILE [BYTES] [DEPTH] [SECONDS] [wait|spin] [BATCH]` (cargo runs benches in `nvme/`:
+//! give an absolute path). BATCH is [`OpenOptions::submit_batch`] (default 1; DEPTH hands every
+//! request of a reap over in one system call). Prints IOPS, to set beside fio on the same file
+//! and beside the store's gets (`ds-store bench --op read`), which tells device-layer cost from
+//! store cost.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let Some(path) = args.first() else {
-        eprintln!("usage: randread FILE [BYTES] [DEPTH] [SECONDS] [wait|spin]");
+        eprintln!("usage: randread FILE [BYTES] [DEPTH] [SECONDS] [wait|spin] [BATCH]");
         std::process::exit(2);
     };
     let number = |at: usize, default: u64, what: &str| -> u64 {
@@ -34,7 +37,12 @@ fn main() {
         Some("spin") => true,
         Some(other) => fail(&format!("mode `{other}` is not wait or spin")),
     };
-    let device = UringDevice::open(&PathBuf::from(path), &OpenOptions::default())
+    let submit_batch = number(5, 1, "BATCH") as u32;
+    let options = OpenOptions {
+        submit_batch,
+        ..OpenOptions::default()
+    };
+    let device = UringDevice::open(&PathBuf::from(path), &options)
         .unwrap_or_else(|error| fail(&error.to_string()));
     let size = device.info().size_bytes;
     let mut queue = device.open_queue(depth as u32).expect("queue");
@@ -68,7 +76,7 @@ fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "{{\"bytes\":{bytes},\"depth\":{depth},\"spin\":{spin},\"iops\":{:.0}}}",
+        "{{\"bytes\":{bytes},\"depth\":{depth},\"spin\":{spin},\"submit_batch\":{submit_batch},\"iops\":{:.0}}}",
         ops as f64 / elapsed
     );
 }

@@ -472,6 +472,7 @@ fn sqpoll_queue_round_trip() {
         create_bytes: Some(16 * MIB),
         sqpoll: true,
         sqpoll_idle_ms: 10,
+        ..OpenOptions::default()
     };
     let device = UringDevice::open(&path, &options).unwrap();
     let info = device.info().clone();
@@ -493,6 +494,37 @@ fn sqpoll_queue_round_trip() {
     flush(&mut queue);
     std::thread::sleep(Duration::from_millis(200));
     verify(&mut queue, &sorted(writes));
+}
+
+#[test]
+fn requests_reach_the_kernel_in_groups_of_submit_batch() {
+    let dir = test_dir();
+    let path = dir.path().join("dev");
+    for batch in [1, 4] {
+        let options = OpenOptions {
+            create_bytes: Some(16 * MIB),
+            submit_batch: batch,
+            ..OpenOptions::default()
+        };
+        let device = UringDevice::open(&path, &options).unwrap();
+        let info = device.info().clone();
+        let mut queue = device.open_uring_queue(32).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(u64::from(batch));
+        let writes = scattered_writes(&mut rng, 10, info.size_bytes, info.block_bytes);
+        let count = writes.len();
+        for (n, request) in writes.into_iter().enumerate() {
+            queue.submit(request, n as u64).unwrap();
+            assert_eq!(queue.unsubmitted(), (n as u32 + 1) % batch, "batch {batch}");
+        }
+        // With batch 4, the last 10 % 4 = 2 requests go in with the next reap.
+        let mut done = Vec::new();
+        while done.len() < count {
+            queue.reap(&mut done);
+            queue.wait(Some(Duration::from_millis(100))).unwrap();
+        }
+        assert_eq!(queue.unsubmitted(), 0);
+        assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    }
 }
 
 #[test]

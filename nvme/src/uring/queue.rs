@@ -73,6 +73,10 @@ pub struct UringQueue {
     free: Vec<u32>,
     /// SQEs were queued that the kernel may not have taken yet.
     pending: bool,
+    /// SQEs queued since the last submission.
+    queued: u32,
+    /// Queued SQEs that are handed to the kernel at once ([`super::OpenOptions::submit_batch`]).
+    submit_batch: u32,
     /// Registered buffers: pool index -> (address, length).
     registered: Vec<(usize, usize)>,
 }
@@ -83,6 +87,7 @@ impl UringQueue {
         info: DeviceInfo,
         depth: u32,
         sqpoll_idle_ms: Option<u32>,
+        submit_batch: u32,
     ) -> Result<Self, DeviceError> {
         let entries = match depth.checked_next_power_of_two() {
             Some(entries) if depth > 0 => entries,
@@ -126,6 +131,8 @@ impl UringQueue {
             slots: (0..depth_slots).map(|_| None).collect(),
             free: (0..depth).rev().collect(),
             pending: false,
+            queued: 0,
+            submit_batch: submit_batch.max(1),
             registered: Vec::new(),
         })
     }
@@ -133,6 +140,12 @@ impl UringQueue {
     /// Whether the ring has an SQPOLL kernel thread.
     pub fn is_sqpoll(&self) -> bool {
         self.ring.params().is_setup_sqpoll()
+    }
+
+    /// Requests queued and not yet taken by the kernel (at most `submit_batch - 1` after a
+    /// successful submission).
+    pub fn unsubmitted(&self) -> u32 {
+        self.queued
     }
 
     /// How many buffers are registered (by the last successful [`Queue::register`]).
@@ -212,7 +225,13 @@ impl UringQueue {
                 tracing::warn!(name = self.info.name, %error, "io_uring_enter failed");
             }
         }
-        self.pending = !self.ring.submission().is_empty();
+        self.count_unsubmitted();
+    }
+
+    /// Updates what is left in the SQ after an `io_uring_enter`.
+    fn count_unsubmitted(&mut self) {
+        self.queued = self.ring.submission().len() as u32;
+        self.pending = self.queued > 0;
     }
 
     /// Enters the kernel without waiting so it posts completions it holds back until this
@@ -351,6 +370,10 @@ impl Queue for UringQueue {
             return Err(Rejected { request, reason });
         }
         self.pending = true;
+        self.queued += 1;
+        if self.queued >= self.submit_batch {
+            self.submit_pending();
+        }
         Ok(())
     }
 
@@ -404,7 +427,7 @@ impl Queue for UringQueue {
                 Ok(0)
             }
         };
-        self.pending = !self.ring.submission().is_empty();
+        self.count_unsubmitted();
         match result {
             Ok(_) => Ok(()),
             Err(error) if is_transient(&error) => Ok(()),
