@@ -3,8 +3,11 @@
 #   1 MiB sequential appends    vs  fio O_DIRECT sequential write, bs=1M, same queue depth
 #   4 KiB shard random reads    vs  fio O_DIRECT random read,      bs=4k, same queue depth
 #   4 KiB records (a 4000-byte shard + its 96-byte header = 4096 bytes on disk) likewise
-# Reads run on shards written beforehand (--keep), adaptive, busy and sleep polling. fio and ds
-# alternate ROUNDS times (a virtual disk drifts a lot); medians are compared.
+# Reads run on shards written beforehand (--keep), adaptive, busy and sleep polling; fio reads
+# the same 2 GiB the shards fill. The whole file is written once first: ext4 answers a read of
+# a never-written (unwritten-extent) block with zeros and no device I/O, which would inflate
+# fio's figure. fio and ds alternate ROUNDS times (a virtual disk drifts a lot); medians are
+# compared.
 # Prints one JSON object with every figure and the ratios. Usage:
 #   bench/store.sh [SECONDS] [ROUNDS] [FILE]    (defaults: 5, 3, target/bench/store.img)
 set -euo pipefail
@@ -14,6 +17,7 @@ rounds=${2:-3}
 file=${3:-target/bench/store.img}
 size=16G
 write_depth=8
+fill=2G
 read_depth=32
 command -v fio >/dev/null || { echo "bench: fio is needed (apt-get install fio)" >&2; exit 1; }
 mkdir -p "$(dirname "$file")"
@@ -21,10 +25,13 @@ cargo build --release --bin ds-store >&2
 bin=target/release/ds-store
 rm -f "$file"
 fallocate -l $size "$file"
+echo "bench: writing the whole $size file once" >&2
+fio --name=prefill --filename="$file" --direct=1 --ioengine=io_uring --rw=write --bs=1M \
+  --iodepth=$write_depth --size=$size --output-format=terse >/dev/null
 
 fio_run() {
   fio --output-format=json --name=bench --filename="$file" --direct=1 --ioengine=io_uring \
-    --size=$size --time_based --runtime="$seconds" "$@" \
+    --time_based --runtime="$seconds" "$@" \
     | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(json.dumps({"read_iops":j["read"]["iops"],"write_mb_per_second":j["write"]["bw_bytes"]/1e6}))'
 }
 ds_read() {
@@ -33,17 +40,17 @@ ds_read() {
 results=()
 for round in $(seq "$rounds"); do
   echo "bench: writes, round $round/$rounds" >&2
-  results+=("fio_write $(fio_run --rw=write --bs=1M --iodepth=$write_depth)")
+  results+=("fio_write $(fio_run --rw=write --bs=1M --iodepth=$write_depth --size=$size)")
   results+=("ds_append $($bin bench -d "$file" --json --op append --size 1M --depth $write_depth --seconds "$seconds" --create $size)")
 done
 for shard in 4K 4000; do
-  echo "bench: writing 2 GiB of $shard shards" >&2
-  $bin bench -d "$file" --json --op read --size $shard --depth $read_depth --seconds 0 --fill 2G >/dev/null
+  echo "bench: writing $fill of $shard shards" >&2
+  $bin bench -d "$file" --json --op read --size $shard --depth $read_depth --seconds 0 --fill $fill >/dev/null
   for round in $(seq "$rounds"); do
     echo "bench: $shard reads, round $round/$rounds" >&2
-    results+=("fio_read_$shard $(fio_run --rw=randread --bs=4k --iodepth=$read_depth)")
+    results+=("fio_read_$shard $(fio_run --rw=randread --bs=4k --iodepth=$read_depth --size=$fill)")
     # The same transfer as one ds read of a 4 KiB shard: 96 + 4096 bytes rounded to 4608.
-    [ $shard = 4K ] && results+=("fio_read_4608 $(fio_run --rw=randread --bs=4608 --blockalign=512 --iodepth=$read_depth)")
+    [ $shard = 4K ] && results+=("fio_read_4608 $(fio_run --rw=randread --bs=4608 --blockalign=512 --iodepth=$read_depth --size=$fill)")
     results+=("ds_read_${shard}_adaptive $(ds_read $shard adaptive)")
     results+=("ds_read_${shard}_busy $(ds_read $shard busy)")
     results+=("ds_read_${shard}_sleep $(ds_read $shard sleep)")
