@@ -679,8 +679,10 @@ fn a_hung_node_holds_no_request_up() {
     // still a member until the overlay suspects it. Requests must go on with the copies and
     // shards that answer: a request that waited for the hung node would take the peer call
     // timeout (5 s). The bound below is half of that, far above what these requests take.
+    // Seven nodes: once the overlay does suspect the hung node, six still serve a 4+2 write
+    // (with six, a slow run would see UNAVAILABLE, rightly).
     let limit = Duration::from_millis(2500);
-    let cluster = Cluster::up("cluster_ec_hung", 6, "4+2", None);
+    let cluster = Cluster::up("cluster_ec_hung", 7, "4+2", None);
     let mut client = cluster.client(0);
     let before: Vec<Obj> = (0..8)
         .map(|i| write_object(&mut client, None, 0x4a11 + i, MIB + 1).unwrap())
