@@ -166,6 +166,9 @@ pub struct NetStats {
     /// Operations the kernel may be working on (receives, sends, connects, accepts, polls,
     /// cancellations).
     pub ops_inflight: u32,
+    /// Non-blocking system calls into the kernel (submissions, and asks for completions it
+    /// holds back); blocking waits are not counted. What a polling core costs while idle.
+    pub kernel_entries: u64,
 }
 
 #[cfg(test)]

@@ -150,6 +150,48 @@ fn accepted_connections_talk_to_std_clients() {
     assert!(matches!(driver.next(), NetEvent::Sent { buf, .. } if buf.is_empty()));
 }
 
+#[test]
+fn an_idle_polling_core_stays_out_of_the_kernel() {
+    let mut driver = Driver::new(transport());
+    if !driver.transport.is_coop_taskrun() {
+        eprintln!("skipped: no COOP_TASKRUN on this kernel, so every poll must enter it");
+        return;
+    }
+    let server = driver.transport.listen(addr("127.0.0.1:0")).unwrap();
+    let mut client = TcpStream::connect(server).unwrap();
+    let NetEvent::Accepted { conn, .. } = driver.next() else {
+        panic!("expected Accepted");
+    };
+    // A receive (and the listener's accept) stay in flight while nothing arrives.
+    let before = driver.transport.stats();
+    assert!(before.ops_inflight > 0);
+    let mut events = Vec::new();
+    for _ in 0..10_000 {
+        driver.transport.poll(&mut events);
+    }
+    assert!(events.is_empty(), "{events:?}");
+    let entered = driver.transport.stats().kernel_entries - before.kernel_entries;
+    // The kernel says when it holds completions back; nothing arrived, so nothing to ask for.
+    assert!(
+        entered < 100,
+        "10 000 idle polls entered the kernel {entered} times"
+    );
+    // And data that does arrive is still seen by polling alone.
+    client.write_all(b"ping").unwrap();
+    let deadline = std::time::Instant::now() + STEP_LIMIT;
+    while events.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "polling never saw the data"
+        );
+        driver.transport.poll(&mut events);
+    }
+    assert!(
+        matches!(&events[0], NetEvent::Received { conn: from, .. } if *from == conn),
+        "{events:?}"
+    );
+}
+
 /// An eventfd, as another core would use to wake this one.
 fn eventfd() -> OwnedFd {
     // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.

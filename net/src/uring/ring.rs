@@ -60,6 +60,8 @@ pub(super) struct Ring {
     coop_taskrun: bool,
     /// Timed waits pass the timeout to the kernel (`IORING_FEAT_EXT_ARG`).
     ext_arg: bool,
+    /// Calls of `io_uring_enter` by [`Ring::enter`].
+    entries: u64,
 }
 
 impl Ring {
@@ -109,7 +111,13 @@ impl Ring {
             backlog: VecDeque::new(),
             coop_taskrun,
             ext_arg,
+            entries: 0,
         })
+    }
+
+    /// Non-blocking `io_uring_enter` calls so far ([`Ring::enter`]).
+    pub fn entries(&self) -> u64 {
+        self.entries
     }
 
     /// Whether the ring runs with `COOP_TASKRUN`, where completions are posted only when this
@@ -154,6 +162,14 @@ impl Ring {
         !self.backlog.is_empty() || !self.ring.submission().is_empty()
     }
 
+    /// Whether the kernel may hold completions back until this thread enters it: with
+    /// `COOP_TASKRUN` only when it says so (`IORING_SQ_TASKRUN`, or `IORING_SQ_CQ_OVERFLOW` for
+    /// completions that did not fit the ring); without, always assumed.
+    pub fn holds_completions(&mut self) -> bool {
+        let submission = self.ring.submission();
+        !self.coop_taskrun || submission.taskrun() || submission.cq_overflow()
+    }
+
     pub fn cq_is_empty(&mut self) -> bool {
         self.ring.completion().is_empty()
     }
@@ -174,6 +190,7 @@ impl Ring {
         for _ in 0..rounds {
             self.flush_backlog();
             let to_submit = self.ring.submission().len() as u32;
+            self.entries += 1;
             // SAFETY: no argument is passed; the entries being submitted were vouched for by the
             // callers of `push`.
             let result = unsafe {

@@ -103,8 +103,9 @@ impl UringQueue {
         if let Some(idle) = sqpoll_idle_ms {
             builder.setup_sqpoll(idle);
         } else {
-            // The owning core reaps the queue itself, so completions need not interrupt it.
-            builder.setup_coop_taskrun();
+            // The owning core reaps the queue itself, so completions need not interrupt it; the
+            // flag tells it when the kernel holds completions back.
+            builder.setup_coop_taskrun().setup_taskrun_flag();
         }
         // The SQ has room for the whole table, so a push never finds it full; the CQ is twice
         // that by default, so it never overflows.
@@ -380,7 +381,11 @@ impl Queue for UringQueue {
     fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
         if self.pending {
             self.submit_pending();
-        } else if self.inflight() > 0 && !self.is_sqpoll() && self.ring.completion().is_empty() {
+        } else if self.inflight() > 0
+            && !self.is_sqpoll()
+            && self.ring.completion().is_empty()
+            && self.ring.submission().taskrun()
+        {
             self.run_task_work();
         }
         let before = out.len();
