@@ -27,6 +27,10 @@ pub const SEND_QUEUE_BYTES_MAX_DEFAULT: usize = 16 * 1024 * 1024;
 /// Linux's `MAX_RW_COUNT` (with 4 KiB pages) is the most one call moves.
 pub const SEND_BYTES_PER_OP_MAX: usize = 0x7fff_f000;
 
+/// Queued send buffers one send operation gathers (`sendmsg` with an iovec each): replies to
+/// pipelined requests leave in one system call and one TCP push instead of one each.
+pub const SEND_BUFFERS_PER_OP_MAX: usize = 64;
+
 /// Length of a listening socket's accept queue unless configured (the kernel caps it at
 /// `net.core.somaxconn`).
 pub const LISTEN_BACKLOG_DEFAULT: u32 = 1024;

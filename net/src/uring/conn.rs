@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 
 use socket2::{SockAddr, Socket};
 
+use crate::limits::SEND_BUFFERS_PER_OP_MAX;
 use crate::{CloseReason, ConnId, RecvBuf};
 
 /// Where a connection is in its life.
@@ -22,6 +23,26 @@ pub(super) enum Phase {
     /// Closing for this reason: nothing new is started, what is in flight is being cancelled.
     Closing(CloseReason),
 }
+
+/// The `msghdr` and iovecs of a connection's send in flight. Boxed in the connection so the
+/// kernel can read them at one place until the send completes, however the `Conn` moves.
+pub(super) struct Gather {
+    pub msg: libc::msghdr,
+    pub iov: [libc::iovec; SEND_BUFFERS_PER_OP_MAX],
+}
+
+impl Gather {
+    fn new() -> Box<Self> {
+        // SAFETY: msghdr and iovec are plain C structs for which all-zero bytes are valid (null
+        // pointers, zero lengths).
+        Box::new(unsafe { std::mem::zeroed() })
+    }
+}
+
+// SAFETY: the pointers in a Gather point into the send buffers of the connection that owns it
+// (or are stale and unused when no send is in flight); they move with the connection, and only
+// the thread that owns the transport reads or writes them.
+unsafe impl Send for Gather {}
 
 /// One connection.
 pub(super) struct Conn {
@@ -39,6 +60,8 @@ pub(super) struct Conn {
     /// Bytes of the front buffer the kernel took already.
     pub send_offset: usize,
     pub send_inflight: bool,
+    /// What the send in flight points the kernel at.
+    pub gather: Box<Gather>,
     /// Total length of the buffers in `sends`.
     pub send_queued_bytes: usize,
     /// The address of the connect in flight. Boxed: the kernel reads it through a pointer until
@@ -60,6 +83,7 @@ impl Conn {
             sends: VecDeque::new(),
             send_offset: 0,
             send_inflight: false,
+            gather: Gather::new(),
             send_queued_bytes: 0,
             connect_addr: None,
             connect_inflight: false,

@@ -20,7 +20,7 @@ const LONGEST_WAIT: Duration = Duration::from_secs(u32::MAX as u64);
 /// Operations the backend cannot work without, with the kernel that brought them.
 const REQUIRED_OPS: [(u8, &str); 6] = [
     (opcode::Recv::CODE, "IORING_OP_RECV (Linux 5.6)"),
-    (opcode::Send::CODE, "IORING_OP_SEND (Linux 5.6)"),
+    (opcode::SendMsg::CODE, "IORING_OP_SENDMSG (Linux 5.3)"),
     (opcode::Accept::CODE, "IORING_OP_ACCEPT (Linux 5.5)"),
     (opcode::Connect::CODE, "IORING_OP_CONNECT (Linux 5.5)"),
     (

@@ -23,7 +23,7 @@ use super::ring::{Features, Ring};
 use super::socket;
 use crate::limits::{
     ACCEPT_RETRY_DELAY, DRAIN_LIMIT, LISTENERS_MAX, OPS_PER_CONNECTION_MAX, REAP_BATCH,
-    SEND_BYTES_PER_OP_MAX, WATCHES_MAX,
+    SEND_BUFFERS_PER_OP_MAX, SEND_BYTES_PER_OP_MAX, WATCHES_MAX,
 };
 use crate::{
     CloseReason, ConnId, NetError, NetEvent, NetStats, RecvBuf, Transport, TransportConfig, Unsent,
@@ -182,8 +182,9 @@ impl UringTransport {
         self.ops_inflight += 1;
     }
 
-    /// Sends the front of the send queue unless a send is in flight. Empty buffers are reported
-    /// as sent without the kernel.
+    /// Sends the front of the send queue, and as many buffers after it as one operation
+    /// gathers, unless a send is in flight. Empty buffers at the front are reported as sent
+    /// without the kernel.
     fn start_send(&mut self, id: ConnId) {
         let conn = self
             .conns
@@ -197,24 +198,45 @@ impl UringTransport {
             self.stats.sends_queued -= 1;
             self.events.push_back(NetEvent::Sent { conn: id, buf });
         }
-        let Some(front) = conn.sends.front() else {
+        if conn.sends.is_empty() {
             return;
-        };
-        let rest = &front[conn.send_offset..];
-        assert!(!rest.is_empty());
-        let len = rest.len().min(SEND_BYTES_PER_OP_MAX) as u32;
+        }
+        let gather = &mut *conn.gather;
+        let (mut count, mut bytes) = (0, 0);
+        for (n, buf) in conn.sends.iter().enumerate() {
+            if count == SEND_BUFFERS_PER_OP_MAX || bytes == SEND_BYTES_PER_OP_MAX {
+                break;
+            }
+            let rest = &buf[if n == 0 { conn.send_offset } else { 0 }..];
+            let len = rest.len().min(SEND_BYTES_PER_OP_MAX - bytes);
+            if len == 0 {
+                continue;
+            }
+            gather.iov[count] = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: len,
+            };
+            count += 1;
+            bytes += len;
+        }
+        assert!(count > 0 && bytes > 0);
+        gather.msg.msg_iov = gather.iov.as_mut_ptr();
+        gather.msg.msg_iovlen = count;
         // MSG_WAITALL: a kernel that supports it for io_uring sends continues a short send
-        // itself instead of completing it early (older ones complete short; see handle_send). MSG_NOSIGNAL: a peer that went away is an
-        // EPIPE completion, not a SIGPIPE for the process.
-        let entry = opcode::Send::new(Fd(conn.socket.as_raw_fd()), rest.as_ptr(), len)
-            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+        // itself instead of completing it early (older ones complete short; see handle_send).
+        // MSG_NOSIGNAL: a peer that went away is an EPIPE completion, not a SIGPIPE.
+        let entry = opcode::SendMsg::new(Fd(conn.socket.as_raw_fd()), &gather.msg)
+            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
             .build()
             .user_data(Op::new(OpKind::Send, id.index(), id.generation()).encode());
-        // SAFETY: the entry points into the heap bytes of the front buffer of the connection's
-        // send queue. That buffer is never written, stays at the front (only `handle_send` pops
-        // it, after this send's completion cleared `send_inflight`), and is dropped only by a
-        // connection leaving the table, which `ConnTable::remove` refuses while the flag is set,
-        // or leaked by `Drop`. Queuing more buffers moves the `Vec`s, not their bytes.
+        // SAFETY: the entry points at the connection's boxed msghdr, whose iovecs point into the
+        // heap bytes of the first `count` buffers of its send queue. None of them is written or
+        // moved until this send completes: the buffers are never written, leave the queue only
+        // in `handle_send` (after this send's completion cleared `send_inflight`), and are
+        // dropped, like the box, only when the connection leaves the table, which
+        // `ConnTable::remove` refuses while the flag is set, or leaked by `Drop`. Queuing more
+        // buffers moves the `Vec`s, not their bytes, and `start_send` rewrites the box only
+        // while no send is in flight.
         unsafe { self.ring.push(entry) };
         conn.send_inflight = true;
         self.ops_inflight += 1;

@@ -142,18 +142,25 @@ impl UringTransport {
                 errno => return self.begin_close(id, CloseReason::Error(errno)),
             },
         };
-        let front_len = conn.sends.front().map_or(0, Vec::len);
-        conn.send_offset += sent;
-        assert!(conn.send_offset <= front_len);
         self.stats.sent_bytes += sent as u64;
-        if conn.send_offset == front_len {
-            let buf = conn.sends.pop_front().expect("the send's buffer");
+        // The send gathered buffers from the front of the queue: those it took whole are sent.
+        let mut left = sent;
+        while let Some(front) = conn.sends.front() {
+            let rest = front.len() - conn.send_offset;
+            if left < rest {
+                conn.send_offset += left;
+                left = 0;
+                break;
+            }
+            left -= rest;
+            let buf = conn.sends.pop_front().expect("front checked");
             conn.send_offset = 0;
             conn.send_queued_bytes -= buf.len();
             self.stats.sends_queued -= 1;
             self.stats.send_queued_bytes -= buf.len() as u64;
             self.events.push_back(NetEvent::Sent { conn: id, buf });
         }
+        assert_eq!(left, 0, "the kernel sent more than was queued");
         self.start_send(id);
         self.close_if_drained(id);
     }
