@@ -41,6 +41,10 @@ impl std::fmt::Debug for Client {
 /// GET `length` meaning "from `offset` to the end of the object".
 pub const LENGTH_TO_END: u64 = u64::MAX;
 
+/// Bytes of queued requests ([`Client::queue_request`]) that are written without waiting for a
+/// flush.
+pub const QUEUED_BYTES_MAX: usize = 256 * 1024;
+
 pub struct Client {
     stream: TcpStream,
     decoder: FrameDecoder,
@@ -48,6 +52,7 @@ pub struct Client {
     /// `read_buffer[read_at..read_end]` was read from the socket and not yet decoded.
     read_at: usize,
     read_end: usize,
+    /// Frames queued and not yet written.
     write_buffer: Vec<u8>,
     next_request_id: u64,
     broken: bool,
@@ -281,6 +286,8 @@ impl Client {
                     Err(error) => return Err(self.fail(ProtocolError::Decode(error))),
                 }
             }
+            // About to wait for the node: what is queued must reach it first.
+            self.flush()?;
             let read = match self.stream.read(&mut self.read_buffer) {
                 Ok(read) => read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -541,9 +548,31 @@ impl Client {
 
     fn send_parts(&mut self, header: &Header, payload: &[u8]) -> Result<(), ClientError> {
         self.check_usable()?;
-        self.write_buffer.clear();
         encode_frame(header, payload, &mut self.write_buffer)?;
-        if let Err(error) = self.stream.write_all(&self.write_buffer) {
+        self.flush()
+    }
+
+    /// Queues a request frame to go out with the next [`Client::flush`], [`Client::recv`] that
+    /// has to wait for the socket, or send: a pipelining caller that answers each reply with a
+    /// new request then writes them in one system call per batch of replies, not one each.
+    /// Queued bytes past [`QUEUED_BYTES_MAX`] are written at once.
+    pub fn queue_request(&mut self, header: &Header, payload: &[u8]) -> Result<(), ClientError> {
+        self.check_usable()?;
+        encode_frame(header, payload, &mut self.write_buffer)?;
+        if self.write_buffer.len() >= QUEUED_BYTES_MAX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every queued frame.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        if self.write_buffer.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.write_buffer);
+        self.write_buffer.clear();
+        if let Err(error) = result {
             self.broken = true;
             return Err(ClientError::Io(error));
         }

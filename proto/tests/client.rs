@@ -325,3 +325,47 @@ fn connect_reports_the_address() {
     assert!(matches!(error, ClientError::Connect { .. }), "{error}");
     assert!(error.to_string().contains(&port.to_string()), "{error}");
 }
+
+#[test]
+fn queued_requests_wait_for_a_flush_or_a_receive() {
+    // A raw listener shows what reaches the socket: nothing until the flush.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client =
+        Client::connect(listener.local_addr().unwrap(), Duration::from_secs(5)).expect("connect");
+    let (mut server, _) = listener.accept().unwrap();
+    for _ in 0..3 {
+        let header = Header::request(Opcode::Ping, client.next_request_id());
+        client.queue_request(&header, b"").unwrap();
+    }
+    server
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = server.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
+        "a queued request reached the socket before any flush: {early:?}"
+    );
+    client.flush().unwrap();
+    let mut frames = vec![0u8; 3 * ds_proto::HEADER_BYTES];
+    server.read_exact(&mut frames).unwrap();
+
+    // Against a node: replies come back to requests that only a receive flushed.
+    let (mut client, node) = connect(Options::default());
+    let ids: Vec<u64> = (0..5)
+        .map(|_| {
+            let id = client.next_request_id();
+            client
+                .queue_request(&Header::request(Opcode::Ping, id), b"")
+                .unwrap();
+            id
+        })
+        .collect();
+    for id in ids {
+        let reply = client.recv().expect("a reply to a queued PING");
+        assert_eq!(reply.header.request_id, id);
+        assert_eq!(reply.header.status, Status::Ok);
+    }
+    drop(client);
+    node.join().unwrap();
+}

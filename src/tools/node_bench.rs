@@ -250,8 +250,10 @@ fn work(worker: Worker, stop: &AtomicBool, done: &AtomicU64) -> anyhow::Result<H
                 header.length = data.len() as u64;
                 (&[], data.len() as u64)
             };
+            // Queued: written with the next receive that has to wait for the node, together
+            // with the requests that answer the other replies already received.
             client
-                .send_request(&header, payload)
+                .queue_request(&header, payload)
                 .with_context(|| format!("{opcode} {id}"))?;
             inflight.insert(request_id, (Instant::now(), expect));
             n += 1;
