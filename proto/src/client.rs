@@ -45,6 +45,10 @@ pub const LENGTH_TO_END: u64 = u64::MAX;
 /// flush.
 pub const QUEUED_BYTES_MAX: usize = 256 * 1024;
 
+/// Payloads at least this large are written from the caller's memory, not copied into the
+/// write buffer first.
+const PAYLOAD_COPY_BYTES_MAX: usize = 64 * 1024;
+
 pub struct Client {
     stream: TcpStream,
     decoder: FrameDecoder,
@@ -548,16 +552,35 @@ impl Client {
 
     fn send_parts(&mut self, header: &Header, payload: &[u8]) -> Result<(), ClientError> {
         self.check_usable()?;
-        encode_frame(header, payload, &mut self.write_buffer)?;
-        self.flush()
+        if payload.len() < PAYLOAD_COPY_BYTES_MAX {
+            encode_frame(header, payload, &mut self.write_buffer)?;
+            return self.flush();
+        }
+        // A large payload goes from the caller's memory to the socket, behind whatever is
+        // queued and its own header, in vectored writes: no copy through the write buffer.
+        let mut header = *header;
+        header.seal(payload)?;
+        self.write_buffer.extend_from_slice(&header.encode());
+        let result = write_both(&mut self.stream, &self.write_buffer, payload);
+        self.write_buffer.clear();
+        if let Err(error) = result {
+            self.broken = true;
+            return Err(ClientError::Io(error));
+        }
+        Ok(())
     }
 
     /// Queues a request frame to go out with the next [`Client::flush`], [`Client::recv`] that
     /// has to wait for the socket, or send: a pipelining caller that answers each reply with a
     /// new request then writes them in one system call per batch of replies, not one each.
-    /// Queued bytes past [`QUEUED_BYTES_MAX`] are written at once.
+    /// Queued bytes past [`QUEUED_BYTES_MAX`], and a large payload with everything queued before
+    /// it, are written at once.
     pub fn queue_request(&mut self, header: &Header, payload: &[u8]) -> Result<(), ClientError> {
         self.check_usable()?;
+        if payload.len() >= PAYLOAD_COPY_BYTES_MAX {
+            // Written at once, from the caller's memory.
+            return self.send_parts(header, payload);
+        }
         encode_frame(header, payload, &mut self.write_buffer)?;
         if self.write_buffer.len() >= QUEUED_BYTES_MAX {
             self.flush()?;
@@ -591,6 +614,30 @@ impl Client {
         self.broken = true;
         ClientError::Protocol(error)
     }
+}
+
+/// Writes all of `first`, then all of `second`, with as few system calls as the socket allows.
+fn write_both(stream: &mut TcpStream, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
+    while !first.is_empty() || !second.is_empty() {
+        let result = if first.is_empty() {
+            stream.write(second)
+        } else {
+            stream.write_vectored(&[io::IoSlice::new(first), io::IoSlice::new(second)])
+        };
+        let written = match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => written,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if written < first.len() {
+            first = &first[written..];
+        } else {
+            second = &second[written - first.len()..];
+            first = &[];
+        }
+    }
+    Ok(())
 }
 
 struct InFlight {
