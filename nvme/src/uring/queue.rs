@@ -71,9 +71,7 @@ pub struct UringQueue {
     slots: Vec<Option<InFlight>>,
     /// Indices of the empty slots.
     free: Vec<u32>,
-    /// SQEs were queued that the kernel may not have taken yet.
-    pending: bool,
-    /// SQEs queued since the last submission.
+    /// SQEs queued that the kernel has not taken yet.
     queued: u32,
     /// Queued SQEs that are handed to the kernel at once ([`super::OpenOptions::submit_batch`]).
     submit_batch: u32,
@@ -131,7 +129,6 @@ impl UringQueue {
             info,
             slots: (0..depth_slots).map(|_| None).collect(),
             free: (0..depth).rev().collect(),
-            pending: false,
             queued: 0,
             submit_batch: submit_batch.max(1),
             registered: Vec::new(),
@@ -232,7 +229,6 @@ impl UringQueue {
     /// Updates what is left in the SQ after an `io_uring_enter`.
     fn count_unsubmitted(&mut self) {
         self.queued = self.ring.submission().len() as u32;
-        self.pending = self.queued > 0;
     }
 
     /// Enters the kernel without waiting so it posts completions it holds back until this
@@ -255,7 +251,7 @@ impl UringQueue {
     fn wait_by_polling(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.pending {
+            if self.queued > 0 {
                 self.submit_pending();
             }
             let now = Instant::now();
@@ -370,7 +366,6 @@ impl Queue for UringQueue {
             };
             return Err(Rejected { request, reason });
         }
-        self.pending = true;
         self.queued += 1;
         if self.queued >= self.submit_batch {
             self.submit_pending();
@@ -379,7 +374,7 @@ impl Queue for UringQueue {
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
-        if self.pending {
+        if self.queued > 0 {
             self.submit_pending();
         } else if self.inflight() > 0
             && !self.is_sqpoll()
@@ -403,7 +398,7 @@ impl Queue for UringQueue {
     }
 
     fn submit_queued(&mut self) {
-        if self.pending {
+        if self.queued > 0 {
             self.submit_pending();
         }
     }
@@ -413,7 +408,7 @@ impl Queue for UringQueue {
             return Ok(());
         }
         if !self.ring.completion().is_empty() {
-            if self.pending {
+            if self.queued > 0 {
                 self.submit_pending();
             }
             return Ok(());
