@@ -292,6 +292,7 @@ fn publish(ctx: &Rc<CoreCtx>, slot: &Published) {
             used_bytes: capacity.saturating_sub(free_bytes),
             free_bytes,
             compactions: stats.compactions,
+            compactions_unread: stats.compactions_unread,
             compaction_bytes_copied: stats.compaction_bytes_copied,
             write_amplification: stats.write_amplification(),
             read_errors: stats.read_errors,

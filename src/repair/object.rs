@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ds_objects::{Scheme, ShardMeta, StripeLayout, Version};
@@ -16,7 +17,7 @@ use ds_proto::{ObjectId, Status};
 use crate::node::overlay::MemberList;
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::ObjectMeta;
-use crate::service::owner::{now_ns, OpError};
+use crate::service::owner::{now_ns, OpError, OwnedBytes};
 use crate::service::placement::{self, target_of};
 use crate::service::reply::{refuse, Refusal};
 use crate::service::shards::{self, FetchedShard, Target};
@@ -343,6 +344,9 @@ async fn repair_stripe(
         Ok(Err(error)) => return Err(OpError::Corrupt(format!("rebuilding: {error}"))),
         Err(Refusal(_, message)) => return Err(OpError::Internal(message)),
     }
+    // Shared, so a shard for this node reaches the store without a copy.
+    let content = Arc::new(content);
+    let parity: Vec<Arc<Vec<u8>>> = parity.into_iter().map(Arc::new).collect();
     let mut rebuilt = 0;
     let mut bytes = 0;
     let mut short = false;
@@ -351,13 +355,18 @@ async fn repair_stripe(
             shard: i as u8,
             ..header
         };
-        let data: &[u8] = if i < k {
-            layout.data_shard(&content, i as u8)
+        let stored = meta.stored_bytes() as usize;
+        let data = if i < k {
+            let range = layout.data_range(stripe_len, i as u8);
+            let start = range.start as usize;
+            assert!(start + stored <= range.end as usize);
+            OwnedBytes::shared(content.clone(), start..start + stored)
         } else {
-            &parity[i - k]
+            assert!(stored <= parity[i - k].len());
+            OwnedBytes::shared(parity[i - k].clone(), 0..stored)
         };
-        let data = &data[..meta.stored_bytes() as usize];
-        let written = match shards::write_shard(ctx, new_t[i], meta, data, corrupt_on_new[i]).await
+        let written = match shards::write_shard(ctx, new_t[i], meta, data, None, corrupt_on_new[i])
+            .await
         {
             Ok(()) => true,
             // The node holds something as new or newer under this key: the shard itself (a
@@ -374,7 +383,7 @@ async fn repair_stripe(
         };
         if written {
             rebuilt += 1;
-            bytes += data.len() as u64;
+            bytes += stored as u64;
         } else {
             short = true;
         }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ds_nvme::DmaBuf;
@@ -62,25 +63,45 @@ pub enum ShardOp {
     },
 }
 
-/// Bytes `buf[start..]`, owned: a received frame's payload passes on without being copied out
-/// from behind the header it starts with.
+/// Bytes `buf[range]`, owned or shared: a received frame's payload passes on without being
+/// copied out from behind the header it starts with, and a coordinator's stripe reaches the
+/// owning core's store without a copy per shard.
 #[derive(Debug)]
 pub struct OwnedBytes {
-    buf: Vec<u8>,
-    start: usize,
+    buf: Backing,
+    range: std::ops::Range<usize>,
+}
+
+#[derive(Debug)]
+enum Backing {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
 }
 
 impl OwnedBytes {
     /// `buf[start..]`; `start` is at most `buf.len()`.
     pub fn after(buf: Vec<u8>, start: usize) -> Self {
         assert!(start <= buf.len());
-        Self { buf, start }
+        let range = start..buf.len();
+        Self {
+            buf: Backing::Owned(buf),
+            range,
+        }
+    }
+
+    /// `buf[range]`, shared with whoever else holds `buf`; the range lies inside it.
+    pub fn shared(buf: Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Self {
+        assert!(range.start <= range.end && range.end <= buf.len());
+        Self {
+            buf: Backing::Shared(buf),
+            range,
+        }
     }
 }
 
 impl From<Vec<u8>> for OwnedBytes {
     fn from(buf: Vec<u8>) -> Self {
-        Self { buf, start: 0 }
+        Self::after(buf, 0)
     }
 }
 
@@ -93,7 +114,10 @@ impl AsRef<[u8]> for OwnedBytes {
 impl std::ops::Deref for OwnedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf[self.start..]
+        match &self.buf {
+            Backing::Owned(buf) => &buf[self.range.clone()],
+            Backing::Shared(buf) => &buf[self.range.clone()],
+        }
     }
 }
 

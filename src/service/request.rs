@@ -158,13 +158,14 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -
         .layout
         .ranges(request.offset, written)
         .map_err(|e| refuse(Status::OutOfRange, e.to_string()))?;
-    let data = Rc::new(data);
+    let data = std::sync::Arc::new(data);
+    let data_crc = request.payload_crc;
     let writes: Vec<_> = ranges
         .map(|range| {
             let (task_ctx, plan, data) = (ctx.clone(), plan.clone(), data.clone());
             ctx.executor.spawn_task(async move {
                 let from = range.buffer_offset as usize;
-                stripes::write(&task_ctx, &plan, range, &data, from, size).await
+                stripes::write(&task_ctx, &plan, range, &data, from, Some(data_crc), size).await
             })
         })
         .collect();

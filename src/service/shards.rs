@@ -12,7 +12,7 @@ use ds_store::ShardKey;
 use crate::local::core_of;
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::{ObjectMeta, META_STRIPE};
-use crate::service::owner::{HeldShard, OpError, ShardOp, ShardReply, StripeBytes};
+use crate::service::owner::{HeldShard, OpError, OwnedBytes, ShardOp, ShardReply, StripeBytes};
 use crate::service::peer::{self, PeerReply};
 
 /// Bytes of the shard header in front of a shard's bytes on the wire.
@@ -140,13 +140,15 @@ fn wrong_reply(op: &str) -> OpError {
     OpError::Internal(format!("wrong reply kind to {op}"))
 }
 
-/// Stores one shard (`data` is its bytes, `meta.stored_bytes()` long). With `repair`, a
-/// damaged copy at the same version is rewritten (scrub, repair of a corrupt shard).
+/// Stores one shard (`data` is its bytes, `meta.stored_bytes()` long; `data_crc`, when given,
+/// their crc32c). With `repair`, a damaged copy at the same version is rewritten (scrub,
+/// repair of a corrupt shard).
 pub async fn write_shard(
     ctx: &Rc<CoreCtx>,
     target: Target,
     meta: ShardMeta,
-    data: &[u8],
+    data: OwnedBytes,
+    data_crc: Option<u32>,
     repair: bool,
 ) -> Result<(), OpError> {
     match target {
@@ -155,8 +157,8 @@ pub async fn write_shard(
             let op = ShardOp::ShardPut {
                 key,
                 meta: stored_of(&meta),
-                data: data.to_vec().into(),
-                data_crc: None,
+                data,
+                data_crc,
                 repair,
             };
             match ctx.call(owner_of(ctx, meta.object), op).await {
@@ -169,7 +171,7 @@ pub async fn write_shard(
             if repair {
                 header.aux = crate::service::peer_ops::SHARD_WRITE_REPAIR;
             }
-            remote(ctx, addr, header, &[&meta.encode(), data])
+            remote(ctx, addr, header, &[&meta.encode(), &data])
                 .await
                 .map(drop)
         }

@@ -5,6 +5,7 @@
 //! state machines; this drives them.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ds_objects::{
@@ -18,7 +19,7 @@ use crate::reactor::lock::lock;
 use crate::reactor::timer;
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::ObjectMeta;
-use crate::service::owner::{now_ns, OpError};
+use crate::service::owner::{now_ns, OpError, OwnedBytes};
 use crate::service::placement::target_of;
 use crate::service::reply::{refuse, Refusal};
 use crate::service::shards::{self, FetchedShard, Target};
@@ -114,31 +115,38 @@ pub(crate) fn with_codec<T>(
     Ok(f(codec))
 }
 
-/// The new content of a stripe: the request's own bytes when they are all of it (no copy), or
-/// a stripe assembled from them and the old content.
-enum StripeContent {
-    Request(Rc<Vec<u8>>, std::ops::Range<usize>),
-    Assembled(Vec<u8>),
+/// The new content of a stripe, `buf[at..at + len]`: the request's own bytes when they are all
+/// of it (no copy), or a stripe assembled from them and the old content. Shards are handed on
+/// as shared ranges of `buf`.
+struct StripeContent {
+    buf: Arc<Vec<u8>>,
+    at: usize,
+    len: usize,
 }
 
 impl StripeContent {
     fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Request(data, range) => &data[range.clone()],
-            Self::Assembled(stripe) => stripe,
-        }
+        &self.buf[self.at..self.at + self.len]
+    }
+
+    /// `bytes()[range]`, shared.
+    fn share(&self, range: std::ops::Range<usize>) -> OwnedBytes {
+        assert!(range.end <= self.len);
+        OwnedBytes::shared(self.buf.clone(), self.at + range.start..self.at + range.end)
     }
 }
 
 /// Writes `data[from..from + range.len]` over `range` of its stripe; `size` is what the object
-/// holds before (at least). Returns once the write quorum of shards is durable, or the error
-/// that made it unreachable.
+/// holds before (at least); `data_crc`, when given, is the crc32c of all of `data` (a frame's
+/// payload checksum). Returns once the write quorum of shards is durable, or the error that
+/// made it unreachable.
 pub async fn write(
     ctx: &Rc<CoreCtx>,
     plan: &Rc<ObjectPlan>,
     range: StripeRange,
-    data: &Rc<Vec<u8>>,
+    data: &Arc<Vec<u8>>,
     from: usize,
+    data_crc: Option<u32>,
     size: u64,
 ) -> Result<(), Refusal> {
     let object = plan.object;
@@ -149,7 +157,11 @@ pub async fn write(
     let written = from..from + range.len as usize;
     let stripe = if write_plan.is_whole() && range.start == 0 && range.len == write_plan.stripe_len
     {
-        StripeContent::Request(data.clone(), written)
+        StripeContent {
+            buf: data.clone(),
+            at: written.start,
+            len: written.len(),
+        }
     } else {
         let mut stripe = vec![0u8; write_plan.stripe_len as usize];
         let old = if write_plan.is_whole() {
@@ -158,7 +170,12 @@ pub async fn write(
             read(ctx, plan, range.stripe).await?
         };
         write_plan.assemble(&old, &data[written], &mut stripe);
-        StripeContent::Assembled(stripe)
+        let len = stripe.len();
+        StripeContent {
+            buf: Arc::new(stripe),
+            at: 0,
+            len,
+        }
     };
     let scheme = layout.scheme();
     let coded = layout.coded_bytes(write_plan.stripe_len) as usize;
@@ -203,7 +220,9 @@ pub async fn write(
         layout.stripe_len(range.stripe, object_bytes),
         write_plan.stripe_len
     );
-    let shared = Rc::new((stripe, parity));
+    // The frame's checksum is the shard's when the shard is all of the payload (1+0, whole).
+    let whole_payload = scheme.k() == 1 && stripe.at == 0 && stripe.len == data.len();
+    let parity: Vec<Arc<Vec<u8>>> = parity.into_iter().map(Arc::new).collect();
     let gather = Gather::default();
     for shard in 0..scheme.n() {
         let meta = ShardMeta {
@@ -214,21 +233,25 @@ pub async fn write(
             version,
             object_bytes,
         };
-        let (task_ctx, target, shared, sender) = (
+        let stored = meta.stored_bytes() as usize;
+        let (bytes, crc) = if shard < scheme.k() {
+            let range = layout.data_range(stripe.len as u32, shard);
+            let start = range.start as usize;
+            assert!(start + stored <= range.end as usize);
+            let crc = data_crc.filter(|_| whole_payload && stored == data.len());
+            (stripe.share(start..start + stored), crc)
+        } else {
+            let parity = parity[usize::from(shard - scheme.k())].clone();
+            assert!(stored <= parity.len());
+            (OwnedBytes::shared(parity, 0..stored), None)
+        };
+        let (task_ctx, target, sender) = (
             ctx.clone(),
             plan.targets[usize::from(shard)],
-            shared.clone(),
             gather.sender(),
         );
         ctx.executor.spawn(async move {
-            let (stripe, parity) = &*shared;
-            let bytes = if shard < layout.scheme().k() {
-                layout.data_shard(stripe.bytes(), shard)
-            } else {
-                &parity[usize::from(shard - layout.scheme().k())][..]
-            };
-            let bytes = &bytes[..meta.stored_bytes() as usize];
-            let result = shards::write_shard(&task_ctx, target, meta, bytes, false).await;
+            let result = shards::write_shard(&task_ctx, target, meta, bytes, crc, false).await;
             sender.push((shard, result));
         });
     }

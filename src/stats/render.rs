@@ -392,7 +392,7 @@ fn cluster_families(out: &mut Exposition, report: &NodeReport) {
 
 fn device_families(out: &mut Exposition, report: &NodeReport) {
     type Field = fn(&super::snapshot::DeviceSnapshot) -> f64;
-    let families: [(&str, &str, &str, Field); 8] = [
+    let families: [(&str, &str, &str, Field); 9] = [
         (
             "ds_device_used_bytes",
             "gauge",
@@ -410,6 +410,12 @@ fn device_families(out: &mut Exposition, report: &NodeReport) {
             "counter",
             "Segments compacted.",
             |d| d.compactions as f64,
+        ),
+        (
+            "ds_device_compactions_unread_total",
+            "counter",
+            "Segments compaction freed without reading them (nothing in them was live).",
+            |d| d.compactions_unread as f64,
         ),
         (
             "ds_device_compaction_bytes_copied_total",

@@ -30,6 +30,9 @@ pub struct DeviceSnapshot {
     pub used_bytes: u64,
     pub free_bytes: u64,
     pub compactions: u64,
+    /// Compactions that freed a segment without reading it (nothing in it was live).
+    #[serde(default)]
+    pub compactions_unread: u64,
     pub compaction_bytes_copied: u64,
     /// Bytes written to the device per byte written by clients.
     pub write_amplification: f64,

@@ -214,8 +214,10 @@ pub(crate) enum ReadIo {
         op: usize,
         loc: Loc,
     },
-    /// Compaction reading its source segment.
-    CompactionSource,
+    /// Compaction reading the chunk of its source segment at byte `at` of it.
+    CompactionChunk {
+        at: usize,
+    },
     /// Compaction's FREE marker write, then its flush.
     CompactionMark,
     CompactionFlush,
@@ -843,7 +845,7 @@ impl CoreStore {
         self.free_reads.push(id);
         match read {
             ReadIo::Candidate { op, loc } => self.handle_candidate(slot, op, loc, completion),
-            ReadIo::CompactionSource => self.handle_compaction_read(completion),
+            ReadIo::CompactionChunk { at } => self.handle_compaction_chunk(at, completion),
             ReadIo::CompactionMark => self.handle_compaction_marked(completion),
             ReadIo::CompactionFlush => self.handle_compaction_flushed(completion),
             ReadIo::Walk(walk) => self.handle_walk_read(walk, completion),

@@ -35,6 +35,9 @@ pub const SEGMENTS_RESERVED: usize = 2;
 pub const CHECKPOINT_BYTES_PER_ENTRY_SLOT: u64 = 2048;
 /// One checkpoint entry: fingerprint + location.
 pub const CHECKPOINT_ENTRY_BYTES: u64 = 16;
+/// Compaction reads its segment in chunks of this size, at most this many in flight.
+pub const COMPACTION_READ_CHUNK_BYTES: usize = 1 << 20;
+pub const COMPACTION_READS_INFLIGHT_MAX: usize = 2;
 /// A segment is worth compacting when at least this share of it is dead (percent).
 pub const COMPACTION_DEAD_PERCENT_MIN: u64 = 25;
 
@@ -44,3 +47,4 @@ const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES_MAX as u64));
 const _: () = assert!(SEGMENT_BYTES_DEFAULT.is_multiple_of(SEGMENT_BYTES_MIN));
 const _: () = assert!(RECORD_DATA_BYTES_MAX + RECORD_HEADER_BYTES < SEGMENT_BYTES_DEFAULT as usize);
 const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(COMPACTION_READ_CHUNK_BYTES as u64));

@@ -13,6 +13,8 @@ pub struct StoreStats {
     /// Records that failed their checksums when read.
     pub corrupt_reads: u64,
     pub compactions: u64,
+    /// Compactions of segments nothing live pointed into: freed without reading them.
+    pub compactions_unread: u64,
     /// Bytes of live records compaction rewrote (the cost of reclaiming space).
     pub compaction_bytes_copied: u64,
     /// Corrupt records found by compaction and dropped.

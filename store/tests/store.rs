@@ -131,6 +131,106 @@ fn compaction_reclaims_overwritten_space() {
     }
 }
 
+/// A store on `device` with segments of `segment_bytes`.
+fn open_with_segments(device: &Arc<dyn Device>, segment_bytes: u64) -> ds_store::CoreStore {
+    let options = ds_store::FormatOptions {
+        segment_bytes,
+        ..common::options(1)
+    };
+    let superblock =
+        ds_store::mount(device.as_ref(), FormatPolicy::IfEmpty, &options).expect("mount");
+    let mounted = ds_store::MountedDevice {
+        device: device.clone(),
+        superblock,
+    };
+    ds_store::CoreStore::open(0, common::NODE, vec![mounted])
+        .expect("open")
+        .0
+}
+
+#[test]
+fn a_segment_nothing_live_points_into_is_freed_without_reading_it() {
+    let sim_dev = sim(21, 32 << 20, 4096);
+    let device: Arc<dyn Device> = sim_dev.clone();
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
+    // 8 keys of 200 kB, written 10 times: the old segments hold only overwritten records.
+    for round in 1..=10u64 {
+        for n in 0..8 {
+            store
+                .put(key(n), meta(round), &vec![(round + n) as u8; 200_000])
+                .unwrap();
+        }
+    }
+    store.run_until_idle();
+    let reads = sim_dev.stats().reads;
+    store.request_compaction();
+    store.run_until_idle();
+    let stats = store.stats().clone();
+    assert!(stats.compactions_unread >= 5, "{stats:?}");
+    // The live records share segments with dead ones, and those are read; the others are not.
+    let read_compactions = stats.compactions - stats.compactions_unread;
+    assert!(
+        sim_dev.stats().reads - reads <= read_compactions,
+        "{} reads for {read_compactions} read compactions",
+        sim_dev.stats().reads - reads
+    );
+    for n in 0..8 {
+        assert_eq!(store.get(key(n)).unwrap().1, vec![(10 + n) as u8; 200_000]);
+    }
+    drop(store);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
+    for n in 0..8 {
+        assert_eq!(store.get(key(n)).unwrap().1, vec![(10 + n) as u8; 200_000]);
+    }
+}
+
+#[test]
+fn compaction_reads_a_segment_in_chunks_and_keeps_what_is_live() {
+    // Segments of 4 MiB: compaction reads each in 1 MiB chunks, never the whole at once.
+    let sim_dev = sim(22, 64 << 20, 4096);
+    let device: Arc<dyn Device> = sim_dev.clone();
+    let mut store = open_with_segments(&device, 4 << 20);
+    for n in 0..60 {
+        store
+            .put(key(n), meta(1), &value(key(n), 1, 150_000))
+            .unwrap();
+    }
+    // Every other key rewritten: each old segment keeps half its records live.
+    for n in (0..60).step_by(2) {
+        store
+            .put(key(n), meta(2), &value(key(n), 2, 150_000))
+            .unwrap();
+    }
+    store.run_until_idle();
+    let before = sim_dev.stats();
+    store.request_compaction();
+    store.run_until_idle();
+    let after = sim_dev.stats();
+    let stats = store.stats().clone();
+    assert!(stats.compaction_bytes_copied > 0, "{stats:?}");
+    let reads = after.reads - before.reads;
+    let bytes = after.bytes_read - before.bytes_read;
+    assert!(
+        bytes >= 4 << 20 && reads >= bytes / (1 << 20),
+        "{reads} reads of {bytes} bytes: larger than 1 MiB chunks"
+    );
+    let version = |n: u64| if n.is_multiple_of(2) { 2 } else { 1 };
+    for n in 0..60 {
+        assert_eq!(
+            store.get(key(n)).unwrap().1,
+            value(key(n), version(n), 150_000)
+        );
+    }
+    drop(store);
+    let mut store = open_with_segments(&device, 4 << 20);
+    for n in 0..60 {
+        assert_eq!(
+            store.get(key(n)).unwrap().1,
+            value(key(n), version(n), 150_000)
+        );
+    }
+}
+
 #[test]
 fn full_device_says_no_space_and_stays_usable() {
     let device: Arc<dyn Device> = sim(4, 24 << 20, 4096);
