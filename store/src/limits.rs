@@ -38,6 +38,8 @@ pub const CHECKPOINT_ENTRY_BYTES: u64 = 16;
 /// Compaction reads its segment in chunks of this size, at most this many in flight.
 pub const COMPACTION_READ_CHUNK_BYTES: usize = 1 << 20;
 pub const COMPACTION_READS_INFLIGHT_MAX: usize = 2;
+/// Segments nothing live points into that one compaction frees together (one flush).
+pub const UNREAD_FREES_MAX: usize = 16;
 /// A segment is worth compacting when at least this share of it is dead (percent).
 pub const COMPACTION_DEAD_PERCENT_MIN: u64 = 25;
 

@@ -452,6 +452,12 @@ impl Member {
         }
     }
 
+    /// A batch (written or filling) lies in `segment`: compaction leaves it alone.
+    pub fn holds_batches_in(&self, segment: u32) -> bool {
+        self.batches.iter().any(|b| b.segment == segment)
+            || self.filling.as_ref().is_some_and(|b| b.segment == segment)
+    }
+
     /// Nothing of this member is on its way to the device.
     pub fn is_idle(&self) -> bool {
         self.filling.as_ref().is_none_or(|b| b.len == 0)

@@ -149,7 +149,7 @@ fn open_with_segments(device: &Arc<dyn Device>, segment_bytes: u64) -> ds_store:
 }
 
 #[test]
-fn a_segment_nothing_live_points_into_is_freed_without_reading_it() {
+fn segments_nothing_live_points_into_are_freed_together_without_reading_them() {
     let sim_dev = sim(21, 32 << 20, 4096);
     let device: Arc<dyn Device> = sim_dev.clone();
     let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
@@ -162,11 +162,19 @@ fn a_segment_nothing_live_points_into_is_freed_without_reading_it() {
         }
     }
     store.run_until_idle();
-    let reads = sim_dev.stats().reads;
+    let before = sim_dev.stats();
+    let reads = before.reads;
     store.request_compaction();
     store.run_until_idle();
     let stats = store.stats().clone();
     assert!(stats.compactions_unread >= 5, "{stats:?}");
+    // Freed together: their FREE markers share flushes.
+    let flushes = sim_dev.stats().flushes - before.flushes;
+    assert!(
+        flushes < stats.compactions_unread,
+        "{flushes} flushes for {} unread compactions",
+        stats.compactions_unread
+    );
     // The live records share segments with dead ones, and those are read; the others are not.
     let read_compactions = stats.compactions - stats.compactions_unread;
     assert!(
