@@ -85,11 +85,12 @@ impl CoreStore {
         }
     }
 
-    /// Compaction has copied everything off `segment` of device `slot` and is freeing it.
+    /// Compaction has copied everything off `segment` of device `slot` and is freeing it (or
+    /// frees it unread with its own).
     pub(crate) fn compaction_vacating(&self, slot: u8, segment: u32) -> bool {
         self.compaction.as_ref().is_some_and(|c| {
             c.slot == slot
-                && c.segment == segment
+                && (c.segment == segment || c.also.iter().any(|&(other, _)| other == segment))
                 && matches!(c.step, Step::Marking | Step::Flushing | Step::Releasing)
         })
     }
