@@ -24,7 +24,7 @@ use crate::limits::{
 use crate::loc::Loc;
 use crate::member::{token, Purpose};
 use crate::scan::{scan, ScanItem};
-use crate::segment::{SegmentHeader, SegmentMark, SegmentState};
+use crate::segment::{SegmentMark, SegmentState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -454,13 +454,7 @@ impl CoreStore {
             let block = member.block_bytes() as usize;
             let mut buf = self.bufs.take(block);
             buf.as_mut_slice()[..block].fill(0);
-            let header = SegmentHeader {
-                mark: SegmentMark::Free,
-                seq,
-                partition: member.partition as u32,
-                segment,
-                device_uuid: member.sb.device_uuid,
-            };
+            let header = member.segment_header(segment, seq, SegmentMark::Free);
             header.encode(buf.as_mut_slice());
             let offset = member.segment_offset(segment);
             let id = self.new_read(ReadIo::CompactionMark);

@@ -282,6 +282,17 @@ impl Member {
             .map(|i| i as u32)
     }
 
+    /// The header of `segment` of this partition in its incarnation `seq`.
+    pub fn segment_header(&self, segment: u32, seq: u64, mark: SegmentMark) -> SegmentHeader {
+        SegmentHeader {
+            mark,
+            seq,
+            partition: self.partition as u32,
+            segment,
+            device_uuid: self.sb.device_uuid,
+        }
+    }
+
     /// Makes `segment` the head. Its header goes out as the first block of its first batch.
     fn open_segment(&mut self, segment: u32, seq_next: &mut u64, bufs: &mut BufCache) {
         let seq = *seq_next;
@@ -289,13 +300,7 @@ impl Member {
         let block = self.block_bytes() as usize;
         let offset = self.segment_offset(segment);
         let mut batch = self.new_batch(segment, offset, block, bufs);
-        let header = SegmentHeader {
-            mark: SegmentMark::Used,
-            seq,
-            partition: self.partition as u32,
-            segment,
-            device_uuid: self.sb.device_uuid,
-        };
+        let header = self.segment_header(segment, seq, SegmentMark::Used);
         batch.buf.as_mut_slice()[..block].fill(0);
         header.encode(batch.buf.as_mut_slice());
         batch.len = block;
