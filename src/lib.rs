@@ -4,6 +4,7 @@
 //! [`cli`] helpers shared by the binaries. The reactor, object service, overlay and repair land
 //! here with their issues (see `docs/ARCHITECTURE.md`).
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod local;

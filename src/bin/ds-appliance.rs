@@ -24,6 +24,9 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    if let Err(error) = ds::allocator::keep_freed_memory() {
+        eprintln!("ds-appliance: warning: {error}; freed memory goes back to the kernel");
+    }
     if let Err(error) = run(args) {
         eprintln!("ds-appliance: {error:#}");
         std::process::exit(1);
