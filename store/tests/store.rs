@@ -193,6 +193,52 @@ fn segments_nothing_live_points_into_are_freed_together_without_reading_them() {
 }
 
 #[test]
+fn failed_free_markers_leave_every_segment_of_the_group_in_place_until_asked_again() {
+    let sim_dev = sim(23, 32 << 20, 4096);
+    let device: Arc<dyn Device> = sim_dev.clone();
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
+    for round in 1..=10u64 {
+        for n in 0..8 {
+            store
+                .put(key(n), meta(round), &vec![(round + n) as u8; 200_000])
+                .unwrap();
+        }
+    }
+    // Small last versions, together in the head segment: every sealed segment is then dead,
+    // so compaction has nothing to copy (a copy could open a segment, whose header write the
+    // faults below would fail).
+    for n in 0..8 {
+        store.put(key(n), meta(11), &[n as u8; 100]).unwrap();
+    }
+    store.run_until_idle();
+    let free = |store: &ds_store::CoreStore| store.device_usage()[0].3;
+    let free_before = free(&store);
+    // Every FREE marker write fails (several in flight at once): nothing may be freed. The
+    // segments (1 MiB each) start after the first MiB; their headers are their first block.
+    for segment in 1..32u64 {
+        sim_dev.fail_writes(segment << 20..(segment << 20) + 4096);
+    }
+    store.request_compaction();
+    store.run_until_idle();
+    assert_eq!(store.stats().compactions, 0, "{:?}", store.stats());
+    assert_eq!(free(&store), free_before);
+    // The failed segments wait for the next request, which frees them.
+    sim_dev.clear_faults();
+    store.request_compaction();
+    store.run_until_idle();
+    assert!(store.stats().compactions_unread >= 5, "{:?}", store.stats());
+    assert!(free(&store) > free_before);
+    for n in 0..8 {
+        assert_eq!(store.get(key(n)).unwrap().1, vec![n as u8; 100]);
+    }
+    drop(store);
+    let mut store = open(std::slice::from_ref(&device), FormatPolicy::Never);
+    for n in 0..8 {
+        assert_eq!(store.get(key(n)).unwrap().1, vec![n as u8; 100]);
+    }
+}
+
+#[test]
 fn compaction_reads_a_segment_in_chunks_and_keeps_what_is_live() {
     // Segments of 4 MiB: compaction reads each in 1 MiB chunks, never the whole at once.
     let sim_dev = sim(22, 64 << 20, 4096);
