@@ -5,6 +5,11 @@
 //! one header and one payload (`DECODER_BUFFER_BYTES_MAX`), however large the chunks it is
 //! given. The payload buffer is allocated only after the header passed every check, the
 //! length limit included.
+//!
+//! A caller may have chosen payloads assembled in memory of its own instead of a `Vec`
+//! ([`FrameDecoder::decode_placing`], [`PayloadBuf`]): a node receives large PUT payloads
+//! straight into the store's aligned record buffers, so they are not copied again on their way
+//! to the device.
 
 use crate::frame::Frame;
 use crate::header::{announced_payload_bytes, Header, HeaderError};
@@ -73,8 +78,32 @@ impl DecodeError {
     }
 }
 
+/// Memory a payload is assembled in instead of a fresh `Vec`.
+pub trait PayloadBuf {
+    /// Where the payload goes: exactly the header's `payload_bytes` long.
+    fn payload_mut(&mut self) -> &mut [u8];
+}
+
+/// The payload memory of a decoder that assembles every payload in a `Vec` (none is ever made).
 #[derive(Debug)]
-enum State {
+pub enum InVec {}
+
+impl PayloadBuf for InVec {
+    fn payload_mut(&mut self) -> &mut [u8] {
+        match *self {}
+    }
+}
+
+/// What [`FrameDecoder::decode_placing`] yields: a frame, or the header and checked payload of
+/// one whose payload went into the caller's memory.
+#[derive(Debug)]
+pub enum Decoded<P> {
+    Frame(Frame),
+    Placed { header: Header, payload: P },
+}
+
+#[derive(Debug)]
+enum State<P> {
     /// Filling `FrameDecoder::header` (`header_filled` bytes so far).
     Header,
     /// Header accepted; collecting its payload. `crc` covers the bytes so far: each piece is
@@ -82,6 +111,13 @@ enum State {
     Payload {
         header: Header,
         payload: Vec<u8>,
+        crc: u32,
+    },
+    /// The same, into the caller's memory (`filled` bytes so far).
+    Placed {
+        header: Header,
+        payload: P,
+        filled: usize,
         crc: u32,
     },
     /// Header refused without losing framing; skipping its payload, then reporting `error`.
@@ -93,11 +129,12 @@ enum State {
     Failed(DecodeError),
 }
 
+/// `P`: the caller's payload memory ([`InVec`]: none, every payload in a `Vec`).
 #[derive(Debug)]
-pub struct FrameDecoder {
+pub struct FrameDecoder<P = InVec> {
     header: [u8; HEADER_BYTES],
     header_filled: usize,
-    state: State,
+    state: State<P>,
 }
 
 impl Default for FrameDecoder {
@@ -108,11 +145,7 @@ impl Default for FrameDecoder {
 
 impl FrameDecoder {
     pub fn new() -> FrameDecoder {
-        FrameDecoder {
-            header: [0; HEADER_BYTES],
-            header_filled: 0,
-            state: State::Header,
-        }
+        FrameDecoder::placing()
     }
 
     /// Consumes bytes from the front of `input` (advancing it) until a frame is complete or
@@ -125,6 +158,32 @@ impl FrameDecoder {
     /// - `Err(error)` with `breaks_framing`: nothing more will be decoded; every later call
     ///   returns the same error and consumes nothing.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, DecodeError> {
+        let decoded = self.decode_placing(input, &mut |_| None)?;
+        Ok(decoded.map(|decoded| match decoded {
+            Decoded::Frame(frame) => frame,
+            Decoded::Placed { payload, .. } => match payload {},
+        }))
+    }
+}
+
+impl<P: PayloadBuf> FrameDecoder<P> {
+    /// A decoder that may assemble payloads in the caller's memory.
+    pub fn placing() -> FrameDecoder<P> {
+        FrameDecoder {
+            header: [0; HEADER_BYTES],
+            header_filled: 0,
+            state: State::Header,
+        }
+    }
+
+    /// [`FrameDecoder::decode`], where `place` is asked, once a header passed its checks,
+    /// for memory to assemble its payload in: `Some(buf)` (its `payload_mut` exactly the
+    /// payload's length) yields [`Decoded::Placed`], `None` a frame with a `Vec`.
+    pub fn decode_placing(
+        &mut self,
+        input: &mut &[u8],
+        place: &mut dyn FnMut(&Header) -> Option<P>,
+    ) -> Result<Option<Decoded<P>>, DecodeError> {
         loop {
             match std::mem::replace(&mut self.state, State::Header) {
                 State::Failed(error) => {
@@ -140,7 +199,37 @@ impl FrameDecoder {
                         return Ok(None);
                     }
                     self.header_filled = 0;
-                    self.state = self.start_payload()?;
+                    self.state = self.start_payload(place)?;
+                }
+                State::Placed {
+                    header,
+                    mut payload,
+                    filled,
+                    crc,
+                } => {
+                    let total = header.payload_bytes as usize;
+                    let take = (total - filled).min(input.len());
+                    payload.payload_mut()[filled..filled + take].copy_from_slice(&input[..take]);
+                    let crc = crc32c::crc32c_append(crc, &input[..take]);
+                    *input = &input[take..];
+                    let filled = filled + take;
+                    if filled < total {
+                        self.state = State::Placed {
+                            header,
+                            payload,
+                            filled,
+                            crc,
+                        };
+                        return Ok(None);
+                    }
+                    if crc != header.payload_crc {
+                        return Err(DecodeError::PayloadChecksum {
+                            header,
+                            stored: header.payload_crc,
+                            computed: crc,
+                        });
+                    }
+                    return Ok(Some(Decoded::Placed { header, payload }));
                 }
                 State::Payload {
                     header,
@@ -168,7 +257,7 @@ impl FrameDecoder {
                             computed,
                         });
                     }
-                    return Ok(Some(Frame { header, payload }));
+                    return Ok(Some(Decoded::Frame(Frame { header, payload })));
                 }
                 State::Skip {
                     mut remaining,
@@ -188,13 +277,31 @@ impl FrameDecoder {
     }
 
     /// Decides what follows a complete header. Errors that break framing end the decoder.
-    fn start_payload(&mut self) -> Result<State, DecodeError> {
+    fn start_payload(
+        &mut self,
+        place: &mut dyn FnMut(&Header) -> Option<P>,
+    ) -> Result<State<P>, DecodeError> {
         match Header::decode(&self.header) {
             // Allocated only now: the length was checked against MAX_PAYLOAD.
-            Ok(header) => Ok(State::Payload {
-                header,
-                payload: Vec::with_capacity(header.payload_bytes as usize),
-                crc: 0,
+            Ok(header) => Ok(match place(&header) {
+                Some(mut payload) => {
+                    assert_eq!(
+                        payload.payload_mut().len(),
+                        header.payload_bytes as usize,
+                        "placed payload memory of the wrong length"
+                    );
+                    State::Placed {
+                        header,
+                        payload,
+                        filled: 0,
+                        crc: 0,
+                    }
+                }
+                None => State::Payload {
+                    header,
+                    payload: Vec::with_capacity(header.payload_bytes as usize),
+                    crc: 0,
+                },
             }),
             Err(error) if error.breaks_framing() => {
                 let error = DecodeError::Header(error);
@@ -214,6 +321,7 @@ impl FrameDecoder {
         match &self.state {
             State::Header => self.header_filled,
             State::Payload { payload, .. } => HEADER_BYTES + payload.len(),
+            State::Placed { filled, .. } => HEADER_BYTES + filled,
             State::Skip { .. } | State::Failed(_) => 0,
         }
     }
@@ -269,6 +377,60 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].payload, b"hello");
         assert_eq!(frames[0].header.request_id, 7);
+        assert!(decoder.at_frame_boundary());
+    }
+
+    /// Caller memory with a marker before the payload, to see nothing is written outside it.
+    #[derive(Debug)]
+    struct Held(Vec<u8>);
+
+    impl PayloadBuf for Held {
+        fn payload_mut(&mut self) -> &mut [u8] {
+            &mut self.0[1..]
+        }
+    }
+
+    #[test]
+    fn placed_payloads_arrive_whole_in_caller_memory_and_others_in_vecs() {
+        let big: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut bytes = ping(1, &big);
+        bytes.extend(ping(2, b"small"));
+        let mut corrupt = ping(3, &big);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        bytes.extend(corrupt);
+        bytes.extend(ping(4, &big));
+        let mut decoder = FrameDecoder::<Held>::placing();
+        let mut place = |header: &Header| {
+            (header.payload_bytes >= 1000).then(|| {
+                let mut memory = vec![0xAA; 1 + header.payload_bytes as usize];
+                memory[0] = 0x55;
+                Held(memory)
+            })
+        };
+        let mut seen = Vec::new();
+        for chunk in bytes.chunks(333) {
+            let mut input = chunk;
+            while !input.is_empty() {
+                match decoder.decode_placing(&mut input, &mut place) {
+                    Ok(Some(Decoded::Placed { header, payload })) => {
+                        assert_eq!(payload.0[0], 0x55);
+                        assert_eq!(&payload.0[1..], &big[..]);
+                        seen.push((header.request_id, "placed"));
+                    }
+                    Ok(Some(Decoded::Frame(frame))) => {
+                        assert_eq!(frame.payload, b"small");
+                        seen.push((frame.header.request_id, "vec"));
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        assert!(matches!(error, DecodeError::PayloadChecksum { .. }));
+                        seen.push((error.request_id().unwrap(), "refused"));
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, [(1, "placed"), (2, "vec"), (3, "refused"), (4, "placed")]);
         assert!(decoder.at_frame_boundary());
     }
 

@@ -25,7 +25,7 @@ pub mod stat;
 pub mod status;
 
 pub use client::{Client, ClientError, ProtocolError, LENGTH_TO_END};
-pub use decoder::{DecodeError, FrameDecoder};
+pub use decoder::{DecodeError, Decoded, FrameDecoder, InVec, PayloadBuf};
 pub use flags::Flags;
 pub use frame::{encode_frame, Frame, ReplyChunk, ReplyChunks};
 pub use header::{Header, HeaderError, PayloadTooLarge, MAGIC};
