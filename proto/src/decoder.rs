@@ -137,9 +137,9 @@ pub struct FrameDecoder<P = InVec> {
     state: State<P>,
 }
 
-impl Default for FrameDecoder {
+impl<P: PayloadBuf> Default for FrameDecoder<P> {
     fn default() -> Self {
-        FrameDecoder::new()
+        FrameDecoder::placing()
     }
 }
 
@@ -430,7 +430,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, [(1, "placed"), (2, "vec"), (3, "refused"), (4, "placed")]);
+        assert_eq!(
+            seen,
+            [(1, "placed"), (2, "vec"), (3, "refused"), (4, "placed")]
+        );
         assert!(decoder.at_frame_boundary());
     }
 

@@ -12,9 +12,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ds_net::{ConnId, NetError, RecvBuf};
-use ds_proto::{Frame, FrameDecoder};
+use ds_proto::{Decoded, FrameDecoder};
 
 use crate::service::ctx::CoreCtx;
+use crate::service::payload::RecordPayload;
 
 /// Requests one connection may have running; more wait in the socket (TCP backpressure).
 pub const REQUESTS_PER_CONN_MAX: usize = 64;
@@ -24,7 +25,8 @@ pub const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct ConnState {
-    decoder: FrameDecoder,
+    /// Large PUT payloads go straight into store record buffers.
+    decoder: FrameDecoder<RecordPayload>,
     /// A receive buffer not fully decoded yet, and how far decoding got.
     parked: Option<(RecvBuf, usize)>,
     running: usize,
@@ -167,7 +169,9 @@ fn pump(ctx: &Rc<CoreCtx>, conn: ConnId) {
                 return;
             };
             let mut input = &buf[at..];
-            let result = state.decoder.decode(&mut input);
+            let result = state.decoder.decode_placing(&mut input, &mut |header| {
+                RecordPayload::for_request(ctx, header)
+            });
             let at = buf.len() - input.len();
             let framing_lost = matches!(&result, Err(e) if e.breaks_framing());
             if let Ok(Some(_)) = result {
@@ -199,13 +203,13 @@ fn pump(ctx: &Rc<CoreCtx>, conn: ConnId) {
 fn dispatch(
     ctx: &Rc<CoreCtx>,
     conn: ConnId,
-    step: Result<Option<Frame>, ds_proto::DecodeError>,
+    step: Result<Option<Decoded<RecordPayload>>, ds_proto::DecodeError>,
 ) -> bool {
     match step {
-        Ok(Some(frame)) => {
+        Ok(Some(decoded)) => {
             let task_ctx = ctx.clone();
             ctx.executor.spawn(async move {
-                crate::service::request::handle(&task_ctx, conn, frame).await;
+                crate::service::request::handle(&task_ctx, conn, decoded).await;
                 finished(&task_ctx, conn);
             });
             true

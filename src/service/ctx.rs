@@ -254,6 +254,24 @@ impl CoreCtx {
         }
     }
 
+    /// [`CoreCtx::put_owned`] of a record buffer, which the store writes as it is (zero-copy).
+    pub async fn put_record(
+        &self,
+        key: ShardKey,
+        meta: ShardMeta,
+        record: crate::service::payload::RecordPayload,
+        data_crc: Option<u32>,
+    ) -> Result<(), PutError> {
+        let (buf, len) = record.into_parts();
+        match self
+            .store_op(|s, t| s.submit_put_buf(key, meta, buf, len, data_crc, t))
+            .await
+        {
+            Outcome::Put(result) => result,
+            other => unreachable!("put answered with {other:?}"),
+        }
+    }
+
     /// Reads the next step of a walk over this core's records.
     pub async fn walk(
         &self,

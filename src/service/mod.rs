@@ -9,6 +9,7 @@ pub mod conn;
 pub mod ctx;
 pub mod meta;
 pub mod owner;
+pub mod payload;
 pub mod peer;
 pub mod peer_ops;
 pub mod placement;

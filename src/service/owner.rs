@@ -16,6 +16,7 @@ use thiserror::Error;
 use crate::reactor::lock::lock;
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::{ObjectMeta, META_STRIPE};
+use crate::service::payload::RecordPayload;
 
 /// Cached metadata entries per core before idle ones are dropped.
 const META_CACHE_MAX: usize = 65_536;
@@ -76,6 +77,8 @@ pub struct OwnedBytes {
 enum Backing {
     Owned(Vec<u8>),
     Shared(Arc<Vec<u8>>),
+    /// A store record buffer, the bytes at `PUT_DATA_OFFSET`: the store writes it as it is.
+    Record(RecordPayload),
 }
 
 impl OwnedBytes {
@@ -99,6 +102,28 @@ impl OwnedBytes {
     }
 }
 
+impl OwnedBytes {
+    /// All of a record buffer's payload.
+    pub fn record(record: RecordPayload) -> Self {
+        let range = 0..record.as_slice().len();
+        Self {
+            buf: Backing::Record(record),
+            range,
+        }
+    }
+
+    /// The record buffer, when these bytes are all of one.
+    pub fn into_record(self) -> Result<RecordPayload, Self> {
+        match self.buf {
+            Backing::Record(record) if self.range == (0..record.as_slice().len()) => Ok(record),
+            buf => Err(Self {
+                buf,
+                range: self.range,
+            }),
+        }
+    }
+}
+
 impl From<Vec<u8>> for OwnedBytes {
     fn from(buf: Vec<u8>) -> Self {
         Self::after(buf, 0)
@@ -117,6 +142,7 @@ impl std::ops::Deref for OwnedBytes {
         match &self.buf {
             Backing::Owned(buf) => &buf[self.range.clone()],
             Backing::Shared(buf) => &buf[self.range.clone()],
+            Backing::Record(record) => &record.as_slice()[self.range.clone()],
         }
     }
 }
@@ -261,7 +287,10 @@ pub async fn execute(ctx: &Rc<CoreCtx>, op: ShardOp) -> ShardReply {
             let result = if repair {
                 ctx.repair_put(key, meta, &data).await
             } else {
-                ctx.put_owned(key, meta, data, data_crc).await
+                match data.into_record() {
+                    Ok(record) => ctx.put_record(key, meta, record, data_crc).await,
+                    Err(data) => ctx.put_owned(key, meta, data, data_crc).await,
+                }
             };
             ShardReply::Done(match result {
                 Ok(()) => Ok(()),

@@ -4,23 +4,25 @@
 //! Peer opcodes from other nodes' coordinators go to `peer_ops`.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ds_net::ConnId;
 use ds_proto::{
-    Frame, Header, ObjectId, Opcode, ReplyChunks, Scheme, StatMissing, StatPart, StatReply, Status,
-    LENGTH_TO_END,
+    Decoded, Frame, Header, ObjectId, Opcode, ReplyChunks, Scheme, StatMissing, StatPart,
+    StatReply, Status, LENGTH_TO_END,
 };
 
 use crate::service::conn::{self, Gone};
 use crate::service::ctx::CoreCtx;
 use crate::service::owner::{now_ns, ShardReply};
+use crate::service::payload::{Payload, RecordPayload};
 use crate::service::placement;
 use crate::service::reply::{
     finish_frame, refuse, reply, send_document, send_frame, start_frame, Handled, Refusal,
 };
 use crate::service::shards;
-use crate::service::stripes::{self, ObjectPlan};
+use crate::service::stripes::{self, ObjectPlan, WriteData};
 use crate::stats::metrics::Op;
 
 /// Largest object: 1 TiB (the issue asks for at least 64 GiB).
@@ -32,9 +34,12 @@ const STAT_STRIPES_MAX: u64 = 65_536;
 /// Largest responsible set an OVERLAY request may ask for.
 const OVERLAY_SET_MAX: usize = 64;
 
-pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
+pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, decoded: Decoded<RecordPayload>) {
     let started = Instant::now();
-    let header = frame.header;
+    let (header, payload) = match decoded {
+        Decoded::Frame(frame) => (frame.header, Payload::Bytes(frame.payload)),
+        Decoded::Placed { header, payload } => (header, Payload::Record(payload)),
+    };
     let op = match header.opcode {
         Opcode::Ping => Some(Op::Ping),
         Opcode::Create => Some(Op::Create),
@@ -44,7 +49,7 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
         Opcode::Stat => Some(Op::Stat),
         _ => None,
     };
-    let payload_bytes = frame.payload.len() as u64;
+    let payload_bytes = payload.len() as u64;
     if matches!(
         header.opcode,
         Opcode::Create | Opcode::Put | Opcode::Get | Opcode::Delete | Opcode::Stat
@@ -60,9 +65,9 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
             Status::BadRequest,
             format!("a request must carry status OK, not {}", header.status),
         )),
-        Opcode::Ping => reply(ctx, conn, &header, frame.payload).await,
+        Opcode::Ping => reply(ctx, conn, &header, payload.into_vec()).await,
         Opcode::Create => create(ctx, conn, &header).await,
-        Opcode::Put => put(ctx, conn, &header, frame.payload).await,
+        Opcode::Put => put(ctx, conn, &header, payload).await,
         Opcode::Get => get(ctx, conn, &header).await,
         Opcode::Delete => delete(ctx, conn, &header).await,
         Opcode::Stat => stat(ctx, conn, &header).await,
@@ -78,7 +83,7 @@ pub async fn handle(ctx: &Rc<CoreCtx>, conn: ConnId, frame: Frame) {
         | Opcode::MetaRead
         | Opcode::MetaMerge
         | Opcode::ShardList => {
-            crate::service::peer_ops::handle(ctx, conn, &header, frame.payload).await
+            crate::service::peer_ops::handle(ctx, conn, &header, payload.into_vec()).await
         }
     };
     let ok = match result {
@@ -129,7 +134,7 @@ async fn create(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header) -> Handled {
     Ok(send_frame(ctx, conn, &frame).await.map(|()| 0))
 }
 
-async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -> Handled {
+async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Payload) -> Handled {
     let object = request.object_id.0;
     let written = data.len() as u64;
     let end = request.offset.checked_add(written).ok_or_else(|| {
@@ -154,23 +159,37 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Vec<u8>) -
     } else {
         meta.size
     };
-    let ranges = plan
+    let ranges: Vec<_> = plan
         .layout
         .ranges(request.offset, written)
-        .map_err(|e| refuse(Status::OutOfRange, e.to_string()))?;
-    let data = std::sync::Arc::new(data);
-    let data_crc = request.payload_crc;
-    let writes: Vec<_> = ranges
-        .map(|range| {
-            let (task_ctx, plan, data) = (ctx.clone(), plan.clone(), data.clone());
-            ctx.executor.spawn_task(async move {
-                let from = range.buffer_offset as usize;
-                stripes::write(&task_ctx, &plan, range, &data, from, Some(data_crc), size).await
-            })
-        })
+        .map_err(|e| refuse(Status::OutOfRange, e.to_string()))?
         .collect();
-    for write in writes {
-        write.await?;
+    let data_crc = Some(request.payload_crc);
+    match data {
+        // A record buffer can go to the store as it is only as the one shard of one stripe.
+        Payload::Record(record) if ranges.len() == 1 && plan.layout.scheme().n() == 1 => {
+            let range = ranges[0];
+            let from = range.buffer_offset as usize;
+            let data = WriteData::Record(record);
+            stripes::write(ctx, &plan, range, data, from, data_crc, size).await?;
+        }
+        data => {
+            let data = Arc::new(data.into_vec());
+            let writes: Vec<_> = ranges
+                .into_iter()
+                .map(|range| {
+                    let (task_ctx, plan) = (ctx.clone(), plan.clone());
+                    let data = WriteData::Shared(data.clone());
+                    ctx.executor.spawn_task(async move {
+                        let from = range.buffer_offset as usize;
+                        stripes::write(&task_ctx, &plan, range, data, from, data_crc, size).await
+                    })
+                })
+                .collect();
+            for write in writes {
+                write.await?;
+            }
+        }
     }
     // An empty write only tells whether the object exists; it never grows it.
     if end > meta.size && written > 0 {

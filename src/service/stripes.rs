@@ -20,6 +20,7 @@ use crate::reactor::timer;
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::ObjectMeta;
 use crate::service::owner::{now_ns, OpError, OwnedBytes};
+use crate::service::payload::RecordPayload;
 use crate::service::placement::target_of;
 use crate::service::reply::{refuse, Refusal};
 use crate::service::shards::{self, FetchedShard, Target};
@@ -115,24 +116,41 @@ pub(crate) fn with_codec<T>(
     Ok(f(codec))
 }
 
-/// The new content of a stripe, `buf[at..at + len]`: the request's own bytes when they are all
-/// of it (no copy), or a stripe assembled from them and the old content. Shards are handed on
-/// as shared ranges of `buf`.
-struct StripeContent {
-    buf: Arc<Vec<u8>>,
-    at: usize,
-    len: usize,
+/// The bytes a PUT writes: shared by its stripes, or the record buffer it was received into
+/// (a PUT of one stripe: see `service::payload`).
+pub enum WriteData {
+    Shared(Arc<Vec<u8>>),
+    Record(RecordPayload),
+}
+
+impl WriteData {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            WriteData::Shared(data) => data,
+            WriteData::Record(record) => record.as_slice(),
+        }
+    }
+}
+
+/// The new content of a stripe: `buf[at..at + len]`, the request's own bytes when they are
+/// all of it (no copy) or a stripe assembled from them and the old content, handed to shards
+/// as shared ranges; or a 1+0 stripe that is all of a record buffer, handed whole to its one
+/// shard.
+enum StripeContent {
+    Shared {
+        buf: Arc<Vec<u8>>,
+        at: usize,
+        len: usize,
+    },
+    Record(RecordPayload),
 }
 
 impl StripeContent {
     fn bytes(&self) -> &[u8] {
-        &self.buf[self.at..self.at + self.len]
-    }
-
-    /// `bytes()[range]`, shared.
-    fn share(&self, range: std::ops::Range<usize>) -> OwnedBytes {
-        assert!(range.end <= self.len);
-        OwnedBytes::shared(self.buf.clone(), self.at + range.start..self.at + range.end)
+        match self {
+            StripeContent::Shared { buf, at, len } => &buf[*at..*at + *len],
+            StripeContent::Record(record) => record.as_slice(),
+        }
     }
 }
 
@@ -144,7 +162,7 @@ pub async fn write(
     ctx: &Rc<CoreCtx>,
     plan: &Rc<ObjectPlan>,
     range: StripeRange,
-    data: &Arc<Vec<u8>>,
+    data: WriteData,
     from: usize,
     data_crc: Option<u32>,
     size: u64,
@@ -155,29 +173,34 @@ pub async fn write(
     let _guard = lock(&ctx.stripe_locks, (object, range.stripe)).await;
     let write_plan = layout.write_plan(&range, size);
     let written = from..from + range.len as usize;
-    let stripe = if write_plan.is_whole() && range.start == 0 && range.len == write_plan.stripe_len
-    {
-        StripeContent {
-            buf: data.clone(),
+    let scheme = layout.scheme();
+    let data_len = data.bytes().len();
+    let whole = write_plan.is_whole() && range.start == 0 && range.len == write_plan.stripe_len;
+    let stripe = match data {
+        WriteData::Shared(data) if whole => StripeContent::Shared {
+            buf: data,
             at: written.start,
             len: written.len(),
+        },
+        WriteData::Record(record) if whole && scheme.n() == 1 && written == (0..data_len) => {
+            StripeContent::Record(record)
         }
-    } else {
-        let mut stripe = vec![0u8; write_plan.stripe_len as usize];
-        let old = if write_plan.is_whole() {
-            Vec::new()
-        } else {
-            read(ctx, plan, range.stripe).await?
-        };
-        write_plan.assemble(&old, &data[written], &mut stripe);
-        let len = stripe.len();
-        StripeContent {
-            buf: Arc::new(stripe),
-            at: 0,
-            len,
+        data => {
+            let mut stripe = vec![0u8; write_plan.stripe_len as usize];
+            let old = if write_plan.is_whole() {
+                Vec::new()
+            } else {
+                read(ctx, plan, range.stripe).await?
+            };
+            write_plan.assemble(&old, &data.bytes()[written], &mut stripe);
+            let len = stripe.len();
+            StripeContent::Shared {
+                buf: Arc::new(stripe),
+                at: 0,
+                len,
+            }
         }
     };
-    let scheme = layout.scheme();
     let coded = layout.coded_bytes(write_plan.stripe_len) as usize;
     // One buffer each (`vec![vec![..]; m]` would zero one even for m = 0, then copy it).
     let mut parity: Vec<Vec<u8>> = (0..scheme.m()).map(|_| vec![0u8; coded]).collect();
@@ -221,7 +244,16 @@ pub async fn write(
         write_plan.stripe_len
     );
     // The frame's checksum is the shard's when the shard is all of the payload (1+0, whole).
-    let whole_payload = scheme.k() == 1 && stripe.at == 0 && stripe.len == data.len();
+    let stripe_len = stripe.bytes().len();
+    let whole_payload = scheme.k() == 1
+        && match &stripe {
+            StripeContent::Shared { at, len, .. } => *at == 0 && *len == data_len,
+            StripeContent::Record(_) => true,
+        };
+    let (shared, mut record) = match stripe {
+        StripeContent::Shared { buf, at, .. } => (Some((buf, at)), None),
+        StripeContent::Record(record) => (None, Some(record)),
+    };
     let parity: Vec<Arc<Vec<u8>>> = parity.into_iter().map(Arc::new).collect();
     let gather = Gather::default();
     for shard in 0..scheme.n() {
@@ -235,11 +267,21 @@ pub async fn write(
         };
         let stored = meta.stored_bytes() as usize;
         let (bytes, crc) = if shard < scheme.k() {
-            let range = layout.data_range(stripe.len as u32, shard);
+            let range = layout.data_range(stripe_len as u32, shard);
             let start = range.start as usize;
             assert!(start + stored <= range.end as usize);
-            let crc = data_crc.filter(|_| whole_payload && stored == data.len());
-            (stripe.share(start..start + stored), crc)
+            let crc = data_crc.filter(|_| whole_payload && stored == data_len);
+            let bytes = match (&shared, record.take()) {
+                (_, Some(record)) => {
+                    assert_eq!((start, stored), (0, stripe_len));
+                    OwnedBytes::record(record)
+                }
+                (Some((buf, at)), None) => {
+                    OwnedBytes::shared(buf.clone(), at + start..at + start + stored)
+                }
+                (None, None) => unreachable!("a record buffer is the only shard of its stripe"),
+            };
+            (bytes, crc)
         } else {
             let parity = parity[usize::from(shard - scheme.k())].clone();
             assert!(stored <= parity.len());

@@ -274,7 +274,7 @@ pub(crate) fn drive(
                         buf.as_mut_slice()[at..at + data.len()].copy_from_slice(data);
                         buf
                     });
-                    core.submit_put_buf(key, meta, buf, data.len(), issued)
+                    core.submit_put_buf(key, meta, buf, data.len(), None, issued)
                 }
                 Request::Get(key) => core.submit_get(key, issued),
             }

@@ -395,12 +395,14 @@ impl CoreStore {
     /// Zero-copy put: `buf` holds the data at [`PUT_DATA_OFFSET`] (a network layer receives
     /// straight into it) and becomes the record itself: the header is written in front, and the
     /// buffer goes to the device as it is. It comes back in the event.
+    /// `data_crc`, when given, is the data's crc32c (as for [`CoreStore::submit_put_owned`]).
     pub fn submit_put_buf(
         &mut self,
         key: ShardKey,
         meta: ShardMeta,
         buf: DmaBuf,
         data_bytes: usize,
+        data_crc: Option<u32>,
         token: u64,
     ) {
         let error = if data_bytes > RECORD_DATA_BYTES_MAX {
@@ -443,6 +445,7 @@ impl CoreStore {
         let entry = self.op_mut(op);
         entry.owned = Some(buf);
         entry.data_bytes = data_bytes;
+        entry.data_crc = data_crc;
         if self.busy.contains(&key) {
             self.op_mut(op).stage = Stage::Deferred;
             self.deferred.push_back(op);
@@ -1197,14 +1200,19 @@ impl CoreStore {
         let entry = self.ops[op].as_mut().expect("live op");
         let data_bytes = entry.data_bytes;
         let record = &mut buf.as_mut_slice()[..disk_bytes as usize];
+        let data = &record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + data_bytes];
         let header = RecordHeader {
             kind,
             key: entry.key,
             meta,
             data_bytes: data_bytes as u32,
-            data_crc: crc32c::crc32c(
-                &record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + data_bytes],
-            ),
+            data_crc: match entry.data_crc {
+                Some(crc) => {
+                    debug_assert_eq!(crc, crc32c::crc32c(data), "caller's data crc");
+                    crc
+                }
+                None => crc32c::crc32c(data),
+            },
             segment_seq: placement.segment_seq,
             lsn,
             born_lsn: lsn,
