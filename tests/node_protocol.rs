@@ -310,6 +310,57 @@ fn abuse_on_raw_sockets_leaves_other_clients_served_and_memory_bounded() {
 }
 
 #[test]
+fn clients_stalled_inside_large_puts_hold_bounded_memory() {
+    // A PUT payload of 64 KiB or more is received into a store record buffer, resident from
+    // its header on: without a cap, each of these connections would pin 2 MiB (2 GB here).
+    let dir = workdir("proto_stalled_puts");
+    let node = NodeProcess::start(&write_config(&dir, 1, "1G", ""));
+    let id = node
+        .client()
+        .create(Some(Scheme::new(1, 0).unwrap()))
+        .unwrap();
+    let mut put = Header::request(Opcode::Put, 1);
+    put.object_id = id;
+    let mut frame = Vec::new();
+    Frame::new(put, vec![7u8; 1 << 20])
+        .unwrap()
+        .encode_into(&mut frame)
+        .unwrap();
+    // Connected first: 1 000 stalled connections leave room in the table (1 024) for it.
+    let mut client = node.client();
+    let before = rss_bytes(node.child.id());
+    let mut stalled = Vec::new();
+    for _ in 0..1_000 {
+        match TcpStream::connect(node.addr) {
+            Ok(mut stream) => {
+                let _ = stream.write_all(&frame[..HEADER_BYTES + 4096]);
+                stalled.push(stream);
+            }
+            Err(_) => break,
+        }
+    }
+    assert_eq!(stalled.len(), 1_000);
+    std::thread::sleep(Duration::from_secs(1));
+    let during = rss_bytes(node.child.id());
+    // A whole PUT from another client still goes through, and reads back.
+    let data = pattern(5, 1 << 20);
+    client.put(id, 0, &data).unwrap();
+    let mut out = Vec::new();
+    client
+        .get(id, 0, data.len() as u64, &mut out, &mut |_| {})
+        .unwrap();
+    assert_eq!(out, data);
+    drop(stalled);
+    // Per connection: a receive buffer and the bytes that came (80 KiB), plus at most 64
+    // record buffers of 2 MiB on the core.
+    let bound = ((1_000u64 * 80) << 10) + (64u64 << 21);
+    assert!(
+        during < before + bound,
+        "rss grew from {before} to {during} bytes (bound {bound})"
+    );
+}
+
+#[test]
 fn a_client_stalled_mid_frame_is_disconnected() {
     let dir = workdir("proto_stall");
     let node = NodeProcess::start(&write_config(&dir, 1, "1G", ""));

@@ -99,6 +99,8 @@ pub struct CoreCtx {
     /// The node's repair table (what this core's walker reports; drain requests).
     pub repair_board: RefCell<Option<Arc<crate::repair::board::RepairBoard>>>,
     /// Erasure coding done by this core as coordinator.
+    /// Record buffers this core's connections hold PUT payloads in (see `service::payload`).
+    pub record_payloads: Arc<std::sync::atomic::AtomicUsize>,
     pub coding: RefCell<crate::stats::metrics::ClusterCounters>,
 }
 
@@ -149,6 +151,7 @@ impl CoreCtx {
             grow_locks: Rc::default(),
             policy: RefCell::default(),
             coding: RefCell::default(),
+            record_payloads: Arc::default(),
             repair_board: RefCell::new(None),
         })
     }

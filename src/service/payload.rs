@@ -4,6 +4,8 @@
 //! from the socket to the device instead of twice.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use ds_nvme::DmaBuf;
 use ds_proto::{Header, Opcode, PayloadBuf};
@@ -15,11 +17,26 @@ use crate::service::ctx::CoreCtx;
 /// PUT payloads from this size on are received into record buffers; smaller ones are cheaper
 /// to batch with others (the store copies them into a group-commit batch).
 pub const RECORD_PAYLOAD_MIN_BYTES: usize = 64 << 10;
+/// Record buffers a core's connections may hold payloads in at once; beyond, payloads go into
+/// `Vec`s as before. A record buffer is resident at once (a `Vec` only as bytes arrive), so
+/// clients stalling inside large PUTs would otherwise pin one each (2 MiB for 1 MiB).
+pub const RECORD_PAYLOADS_MAX: usize = 64;
 
-/// A PUT payload in a store record buffer.
+/// A PUT payload in a store record buffer. It counts against its core's
+/// [`RECORD_PAYLOADS_MAX`] until it is dropped or handed to the store.
 pub struct RecordPayload {
     buf: DmaBuf,
     len: usize,
+    held: Held,
+}
+
+/// One of a core's record payloads; gives its place back when dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RecordPayload {
@@ -30,9 +47,20 @@ impl RecordPayload {
         let wanted = header.opcode == Opcode::Put
             && !header.is_reply()
             && (RECORD_PAYLOAD_MIN_BYTES..=RECORD_DATA_BYTES_MAX).contains(&len);
-        wanted.then(|| RecordPayload {
+        if !wanted {
+            return None;
+        }
+        // Only this core's connections add; any core may give back (a payload travels to the
+        // core that owns its object).
+        let count = &ctx.record_payloads;
+        if count.load(Ordering::Relaxed) >= RECORD_PAYLOADS_MAX {
+            return None;
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+        Some(RecordPayload {
             buf: ctx.store.borrow_mut().put_buffer(len),
             len,
+            held: Held(count.clone()),
         })
     }
 
@@ -40,9 +68,12 @@ impl RecordPayload {
         &self.buf.as_slice()[PUT_DATA_OFFSET..PUT_DATA_OFFSET + self.len]
     }
 
-    /// The record buffer and the payload's length in it.
+    /// The record buffer and the payload's length in it (its place is given back: the store
+    /// bounds what it holds).
     pub fn into_parts(self) -> (DmaBuf, usize) {
-        (self.buf, self.len)
+        let RecordPayload { buf, len, held } = self;
+        drop(held);
+        (buf, len)
     }
 }
 
