@@ -2,6 +2,8 @@
 //! never holds more than one header and one payload, decodes the same frames and errors
 //! however the stream is cut, re-encodes every frame it yields to exactly the bytes it came
 //! from, and after an error that breaks framing refuses everything else without consuming it.
+//! The chunked pass also assembles some payloads in caller memory (`decode_placing`, payloads
+//! of odd length), which must not change any outcome either.
 //!
 //! The first 8 bytes of the input seed the chunk sizes; the rest is the stream. Each stream is
 //! tried twice: as it is, and with magic, version and checksums forged frame by frame (the
@@ -12,7 +14,8 @@
 use ds_proto::header::HEADER_CRC_AT;
 use ds_proto::limits::DECODER_BUFFER_BYTES_MAX;
 use ds_proto::{
-    DecodeError, Frame, FrameDecoder, HEADER_BYTES, MAGIC, MAX_PAYLOAD, PROTOCOL_VERSION,
+    DecodeError, Decoded, Frame, FrameDecoder, PayloadBuf, HEADER_BYTES, MAGIC, MAX_PAYLOAD,
+    PROTOCOL_VERSION,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -77,9 +80,22 @@ fn decode_whole(stream: &[u8]) -> Vec<Outcome> {
     }
 }
 
-/// The same stream cut into pieces of sizes drawn from `seed`.
+/// Caller memory for a placed payload.
+struct Placed(Vec<u8>);
+
+impl PayloadBuf for Placed {
+    fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+/// The same stream cut into pieces of sizes drawn from `seed`; payloads of odd length are
+/// assembled in caller memory.
 fn decode_chunked(stream: &[u8], mut seed: u64) -> Vec<Outcome> {
-    let mut decoder = FrameDecoder::new();
+    let mut decoder = FrameDecoder::<Placed>::placing();
+    let mut place = |header: &ds_proto::Header| {
+        (header.payload_bytes % 2 == 1).then(|| Placed(vec![0; header.payload_bytes as usize]))
+    };
     let mut outcomes = Vec::new();
     let mut rest = stream;
     // Mostly small pieces, sometimes large ones; the seed picks the scale.
@@ -93,11 +109,15 @@ fn decode_chunked(stream: &[u8], mut seed: u64) -> Vec<Outcome> {
         let mut input = &rest[..take];
         rest = &rest[take..];
         loop {
-            let result = decoder.decode(&mut input);
+            let result = decoder.decode_placing(&mut input, &mut place);
             assert!(decoder.buffered_bytes() <= DECODER_BUFFER_BYTES_MAX);
             match result {
                 Ok(None) => break,
-                Ok(Some(frame)) => outcomes.push(Ok(frame)),
+                Ok(Some(Decoded::Frame(frame))) => outcomes.push(Ok(frame)),
+                Ok(Some(Decoded::Placed { header, payload })) => outcomes.push(Ok(Frame {
+                    header,
+                    payload: payload.0,
+                })),
                 Err(error) => {
                     let fatal = error.breaks_framing();
                     outcomes.push(Err(error));
