@@ -202,6 +202,16 @@ fn requests_that_look_like_replies_are_refused() {
 }
 
 /// Resident memory of a process, from /proc.
+/// Writes `data` at the start of `id` and reads it back.
+fn put_and_read_back(client: &mut ds_proto::Client, id: ObjectId, data: &[u8]) {
+    client.put(id, 0, data).unwrap();
+    let mut out = Vec::new();
+    client
+        .get(id, 0, data.len() as u64, &mut out, &mut |_| {})
+        .unwrap();
+    assert_eq!(out, data);
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
@@ -231,14 +241,8 @@ fn abuse_on_raw_sockets_leaves_other_clients_served_and_memory_bounded() {
             let mut client = ds_proto::Client::connect(addr, Duration::from_secs(5)).unwrap();
             let mut rounds = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let data = pattern(rounds, 20_000);
                 let id = client.create(Some(Scheme::new(1, 0).unwrap())).unwrap();
-                client.put(id, 0, &data).unwrap();
-                let mut out = Vec::new();
-                client
-                    .get(id, 0, data.len() as u64, &mut out, &mut |_| {})
-                    .unwrap();
-                assert_eq!(out, data);
+                put_and_read_back(&mut client, id, &pattern(rounds, 20_000));
                 rounds += 1;
             }
             rounds
@@ -343,13 +347,7 @@ fn clients_stalled_inside_large_puts_hold_bounded_memory() {
     std::thread::sleep(Duration::from_secs(1));
     let during = rss_bytes(node.child.id());
     // A whole PUT from another client still goes through, and reads back.
-    let data = pattern(5, 1 << 20);
-    client.put(id, 0, &data).unwrap();
-    let mut out = Vec::new();
-    client
-        .get(id, 0, data.len() as u64, &mut out, &mut |_| {})
-        .unwrap();
-    assert_eq!(out, data);
+    put_and_read_back(&mut client, id, &pattern(5, 1 << 20));
     drop(stalled);
     // Per connection: a receive buffer and the bytes that came (80 KiB), plus at most 64
     // record buffers of 2 MiB on the core.

@@ -148,12 +148,18 @@ fn open_with_segments(device: &Arc<dyn Device>, segment_bytes: u64) -> ds_store:
         .0
 }
 
-#[test]
-fn segments_nothing_live_points_into_are_freed_together_without_reading_them() {
-    let sim_dev = sim(21, 32 << 20, 4096);
+/// A store on a 32 MiB sim where 8 keys of 200 kB were written 10 times: the old segments hold
+/// only overwritten records (version `round`, bytes `round + n`).
+fn overwritten(
+    seed: u64,
+) -> (
+    Arc<ds_nvme::sim::SimDevice>,
+    Arc<dyn Device>,
+    ds_store::CoreStore,
+) {
+    let sim_dev = sim(seed, 32 << 20, 4096);
     let device: Arc<dyn Device> = sim_dev.clone();
     let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
-    // 8 keys of 200 kB, written 10 times: the old segments hold only overwritten records.
     for round in 1..=10u64 {
         for n in 0..8 {
             store
@@ -161,6 +167,12 @@ fn segments_nothing_live_points_into_are_freed_together_without_reading_them() {
                 .unwrap();
         }
     }
+    (sim_dev, device, store)
+}
+
+#[test]
+fn segments_nothing_live_points_into_are_freed_together_without_reading_them() {
+    let (sim_dev, device, mut store) = overwritten(21);
     store.run_until_idle();
     let before = sim_dev.stats();
     let reads = before.reads;
@@ -194,16 +206,7 @@ fn segments_nothing_live_points_into_are_freed_together_without_reading_them() {
 
 #[test]
 fn failed_free_markers_leave_every_segment_of_the_group_in_place_until_asked_again() {
-    let sim_dev = sim(23, 32 << 20, 4096);
-    let device: Arc<dyn Device> = sim_dev.clone();
-    let mut store = open(std::slice::from_ref(&device), FormatPolicy::IfEmpty);
-    for round in 1..=10u64 {
-        for n in 0..8 {
-            store
-                .put(key(n), meta(round), &vec![(round + n) as u8; 200_000])
-                .unwrap();
-        }
-    }
+    let (sim_dev, device, mut store) = overwritten(23);
     // Small last versions, together in the head segment: every sealed segment is then dead,
     // so compaction has nothing to copy (a copy could open a segment, whose header write the
     // faults below would fail).
