@@ -89,6 +89,12 @@ fn writes_at_offsets_grow_objects_and_holes_read_as_zeros() {
     client.put(id, MIB as u64 - 150, &across).unwrap();
     expect[MIB - 150..MIB + 150].copy_from_slice(&across);
     assert_eq!(get_all(&mut client, id), expect);
+    // One stripe's worth (one frame) across a boundary: each stripe is assembled with old
+    // bytes, as long as the payload (a shard that must not take the frame's checksum).
+    let stripe = pattern(4, MIB);
+    client.put(id, MIB as u64 / 2, &stripe).unwrap();
+    expect[MIB / 2..MIB / 2 + MIB].copy_from_slice(&stripe);
+    assert_eq!(get_all(&mut client, id), expect);
     assert_eq!(client.stat(id).unwrap().size, expect.len() as u64);
 }
 

@@ -176,14 +176,19 @@ pub async fn write(
     let scheme = layout.scheme();
     let data_len = data.bytes().len();
     let whole = write_plan.is_whole() && range.start == 0 && range.len == write_plan.stripe_len;
-    let stripe = match data {
-        WriteData::Shared(data) if whole => StripeContent::Shared {
-            buf: data,
-            at: written.start,
-            len: written.len(),
-        },
-        WriteData::Record(record) if whole && scheme.n() == 1 && written == (0..data_len) => {
-            StripeContent::Record(record)
+    // Whether the stripe is all of the payload, so the frame's checksum is its data's (1+0).
+    let all_of_payload = written == (0..data_len);
+    let (stripe, whole_payload) = match data {
+        WriteData::Shared(data) if whole => (
+            StripeContent::Shared {
+                buf: data,
+                at: written.start,
+                len: written.len(),
+            },
+            all_of_payload,
+        ),
+        WriteData::Record(record) if whole && scheme.n() == 1 && all_of_payload => {
+            (StripeContent::Record(record), true)
         }
         data => {
             let mut stripe = vec![0u8; write_plan.stripe_len as usize];
@@ -194,11 +199,13 @@ pub async fn write(
             };
             write_plan.assemble(&old, &data.bytes()[written], &mut stripe);
             let len = stripe.len();
-            StripeContent::Shared {
+            // Assembled: old bytes in it, whatever its length.
+            let stripe = StripeContent::Shared {
                 buf: Arc::new(stripe),
                 at: 0,
                 len,
-            }
+            };
+            (stripe, false)
         }
     };
     let coded = layout.coded_bytes(write_plan.stripe_len) as usize;
@@ -243,13 +250,7 @@ pub async fn write(
         layout.stripe_len(range.stripe, object_bytes),
         write_plan.stripe_len
     );
-    // The frame's checksum is the shard's when the shard is all of the payload (1+0, whole).
     let stripe_len = stripe.bytes().len();
-    let whole_payload = scheme.k() == 1
-        && match &stripe {
-            StripeContent::Shared { at, len, .. } => *at == 0 && *len == data_len,
-            StripeContent::Record(_) => true,
-        };
     let (shared, mut record) = match stripe {
         StripeContent::Shared { buf, at, .. } => (Some((buf, at)), None),
         StripeContent::Record(record) => (None, Some(record)),
@@ -270,7 +271,8 @@ pub async fn write(
             let range = layout.data_range(stripe_len as u32, shard);
             let start = range.start as usize;
             assert!(start + stored <= range.end as usize);
-            let crc = data_crc.filter(|_| whole_payload && stored == data_len);
+            // The frame's checksum is the shard's when the shard is all of the payload.
+            let crc = data_crc.filter(|_| whole_payload && scheme.k() == 1 && stored == data_len);
             let bytes = match (&shared, record.take()) {
                 (_, Some(record)) => {
                     assert_eq!((start, stored), (0, stripe_len));
