@@ -67,18 +67,25 @@ pub enum ShardOp {
 /// Bytes `buf[range]`, owned or shared: a received frame's payload passes on without being
 /// copied out from behind the header it starts with, and a coordinator's stripe reaches the
 /// owning core's store without a copy per shard.
-#[derive(Debug)]
 pub struct OwnedBytes {
     buf: Backing,
     range: std::ops::Range<usize>,
 }
 
-#[derive(Debug)]
+/// Bytes several owners read: a request's payload, an assembled stripe, parity.
+pub type SharedBuf = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 enum Backing {
     Owned(Vec<u8>),
-    Shared(Arc<Vec<u8>>),
+    Shared(SharedBuf),
     /// A store record buffer, the bytes at `PUT_DATA_OFFSET`: the store writes it as it is.
     Record(RecordPayload),
+}
+
+impl std::fmt::Debug for OwnedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnedBytes({} bytes)", self.range.len())
+    }
 }
 
 impl OwnedBytes {
@@ -93,8 +100,8 @@ impl OwnedBytes {
     }
 
     /// `buf[range]`, shared with whoever else holds `buf`; the range lies inside it.
-    pub fn shared(buf: Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Self {
-        assert!(range.start <= range.end && range.end <= buf.len());
+    pub fn shared(buf: SharedBuf, range: std::ops::Range<usize>) -> Self {
+        assert!(range.start <= range.end && range.end <= (*buf).as_ref().len());
         Self {
             buf: Backing::Shared(buf),
             range,
@@ -141,7 +148,7 @@ impl std::ops::Deref for OwnedBytes {
     fn deref(&self) -> &[u8] {
         match &self.buf {
             Backing::Owned(buf) => &buf[self.range.clone()],
-            Backing::Shared(buf) => &buf[self.range.clone()],
+            Backing::Shared(buf) => &(**buf).as_ref()[self.range.clone()],
             Backing::Record(record) => &record.as_slice()[self.range.clone()],
         }
     }

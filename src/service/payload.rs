@@ -77,6 +77,12 @@ impl RecordPayload {
     }
 }
 
+impl AsRef<[u8]> for RecordPayload {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 impl PayloadBuf for RecordPayload {
     fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buf.as_mut_slice()[PUT_DATA_OFFSET..PUT_DATA_OFFSET + self.len]

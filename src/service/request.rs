@@ -15,7 +15,7 @@ use ds_proto::{
 
 use crate::service::conn::{self, Gone};
 use crate::service::ctx::CoreCtx;
-use crate::service::owner::{now_ns, ShardReply};
+use crate::service::owner::{now_ns, ShardReply, SharedBuf};
 use crate::service::payload::{Payload, RecordPayload};
 use crate::service::placement;
 use crate::service::reply::{
@@ -174,7 +174,11 @@ async fn put(ctx: &Rc<CoreCtx>, conn: ConnId, request: &Header, data: Payload) -
             stripes::write(ctx, &plan, range, data, from, data_crc, size).await?;
         }
         data => {
-            let data = Arc::new(data.into_vec());
+            // Shared as it is, a record buffer too (EC shards are ranges of it, not copies).
+            let data: SharedBuf = match data {
+                Payload::Bytes(bytes) => Arc::new(bytes),
+                Payload::Record(record) => Arc::new(record),
+            };
             let writes: Vec<_> = ranges
                 .into_iter()
                 .map(|range| {

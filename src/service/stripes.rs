@@ -19,7 +19,7 @@ use crate::reactor::lock::lock;
 use crate::reactor::timer;
 use crate::service::ctx::CoreCtx;
 use crate::service::meta::ObjectMeta;
-use crate::service::owner::{now_ns, OpError, OwnedBytes};
+use crate::service::owner::{now_ns, OpError, OwnedBytes, SharedBuf};
 use crate::service::payload::RecordPayload;
 use crate::service::placement::target_of;
 use crate::service::reply::{refuse, Refusal};
@@ -119,14 +119,14 @@ pub(crate) fn with_codec<T>(
 /// The bytes a PUT writes: shared by its stripes, or the record buffer it was received into
 /// (a PUT of one stripe: see `service::payload`).
 pub enum WriteData {
-    Shared(Arc<Vec<u8>>),
+    Shared(SharedBuf),
     Record(RecordPayload),
 }
 
 impl WriteData {
     fn bytes(&self) -> &[u8] {
         match self {
-            WriteData::Shared(data) => data,
+            WriteData::Shared(data) => (**data).as_ref(),
             WriteData::Record(record) => record.as_slice(),
         }
     }
@@ -138,7 +138,7 @@ impl WriteData {
 /// shard.
 enum StripeContent {
     Shared {
-        buf: Arc<Vec<u8>>,
+        buf: SharedBuf,
         at: usize,
         len: usize,
     },
@@ -148,7 +148,7 @@ enum StripeContent {
 impl StripeContent {
     fn bytes(&self) -> &[u8] {
         match self {
-            StripeContent::Shared { buf, at, len } => &buf[*at..*at + *len],
+            StripeContent::Shared { buf, at, len } => &(**buf).as_ref()[*at..*at + *len],
             StripeContent::Record(record) => record.as_slice(),
         }
     }
