@@ -102,6 +102,43 @@ pub enum Decoded<P> {
     Placed { header: Header, payload: P },
 }
 
+/// Where a payload is being assembled.
+#[derive(Debug)]
+enum Body<P> {
+    Vec(Vec<u8>),
+    /// The caller's memory, `filled` bytes so far.
+    Placed {
+        payload: P,
+        filled: usize,
+    },
+}
+
+impl<P: PayloadBuf> Body<P> {
+    fn filled(&self) -> usize {
+        match self {
+            Body::Vec(payload) => payload.len(),
+            Body::Placed { filled, .. } => *filled,
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        match self {
+            Body::Vec(payload) => payload.extend_from_slice(bytes),
+            Body::Placed { payload, filled } => {
+                payload.payload_mut()[*filled..*filled + bytes.len()].copy_from_slice(bytes);
+                *filled += bytes.len();
+            }
+        }
+    }
+
+    fn finish(self, header: Header) -> Decoded<P> {
+        match self {
+            Body::Vec(payload) => Decoded::Frame(Frame { header, payload }),
+            Body::Placed { payload, .. } => Decoded::Placed { header, payload },
+        }
+    }
+}
+
 #[derive(Debug)]
 enum State<P> {
     /// Filling `FrameDecoder::header` (`header_filled` bytes so far).
@@ -110,14 +147,7 @@ enum State<P> {
     /// checksummed as it is copied, while it is still in cache.
     Payload {
         header: Header,
-        payload: Vec<u8>,
-        crc: u32,
-    },
-    /// The same, into the caller's memory (`filled` bytes so far).
-    Placed {
-        header: Header,
-        payload: P,
-        filled: usize,
+        body: Body<P>,
         crc: u32,
     },
     /// Header refused without losing framing; skipping its payload, then reporting `error`.
@@ -201,25 +231,18 @@ impl<P: PayloadBuf> FrameDecoder<P> {
                     self.header_filled = 0;
                     self.state = self.start_payload(place)?;
                 }
-                State::Placed {
+                State::Payload {
                     header,
-                    mut payload,
-                    filled,
+                    mut body,
                     crc,
                 } => {
                     let total = header.payload_bytes as usize;
-                    let take = (total - filled).min(input.len());
-                    payload.payload_mut()[filled..filled + take].copy_from_slice(&input[..take]);
+                    let take = (total - body.filled()).min(input.len());
+                    body.append(&input[..take]);
                     let crc = crc32c::crc32c_append(crc, &input[..take]);
                     *input = &input[take..];
-                    let filled = filled + take;
-                    if filled < total {
-                        self.state = State::Placed {
-                            header,
-                            payload,
-                            filled,
-                            crc,
-                        };
+                    if body.filled() < total {
+                        self.state = State::Payload { header, body, crc };
                         return Ok(None);
                     }
                     if crc != header.payload_crc {
@@ -229,35 +252,7 @@ impl<P: PayloadBuf> FrameDecoder<P> {
                             computed: crc,
                         });
                     }
-                    return Ok(Some(Decoded::Placed { header, payload }));
-                }
-                State::Payload {
-                    header,
-                    mut payload,
-                    crc,
-                } => {
-                    let wanted = header.payload_bytes as usize - payload.len();
-                    let take = wanted.min(input.len());
-                    payload.extend_from_slice(&input[..take]);
-                    let crc = crc32c::crc32c_append(crc, &input[..take]);
-                    *input = &input[take..];
-                    if payload.len() < header.payload_bytes as usize {
-                        self.state = State::Payload {
-                            header,
-                            payload,
-                            crc,
-                        };
-                        return Ok(None);
-                    }
-                    let computed = crc;
-                    if computed != header.payload_crc {
-                        return Err(DecodeError::PayloadChecksum {
-                            header,
-                            stored: header.payload_crc,
-                            computed,
-                        });
-                    }
-                    return Ok(Some(Decoded::Frame(Frame { header, payload })));
+                    return Ok(Some(body.finish(header)));
                 }
                 State::Skip {
                     mut remaining,
@@ -283,26 +278,24 @@ impl<P: PayloadBuf> FrameDecoder<P> {
     ) -> Result<State<P>, DecodeError> {
         match Header::decode(&self.header) {
             // Allocated only now: the length was checked against MAX_PAYLOAD.
-            Ok(header) => Ok(match place(&header) {
-                Some(mut payload) => {
-                    assert_eq!(
-                        payload.payload_mut().len(),
-                        header.payload_bytes as usize,
-                        "placed payload memory of the wrong length"
-                    );
-                    State::Placed {
-                        header,
-                        payload,
-                        filled: 0,
-                        crc: 0,
+            Ok(header) => {
+                let body = match place(&header) {
+                    Some(mut payload) => {
+                        assert_eq!(
+                            payload.payload_mut().len(),
+                            header.payload_bytes as usize,
+                            "placed payload memory of the wrong length"
+                        );
+                        Body::Placed { payload, filled: 0 }
                     }
-                }
-                None => State::Payload {
+                    None => Body::Vec(Vec::with_capacity(header.payload_bytes as usize)),
+                };
+                Ok(State::Payload {
                     header,
-                    payload: Vec::with_capacity(header.payload_bytes as usize),
+                    body,
                     crc: 0,
-                },
-            }),
+                })
+            }
             Err(error) if error.breaks_framing() => {
                 let error = DecodeError::Header(error);
                 self.state = State::Failed(error.clone());
@@ -320,8 +313,7 @@ impl<P: PayloadBuf> FrameDecoder<P> {
     pub fn buffered_bytes(&self) -> usize {
         match &self.state {
             State::Header => self.header_filled,
-            State::Payload { payload, .. } => HEADER_BYTES + payload.len(),
-            State::Placed { filled, .. } => HEADER_BYTES + filled,
+            State::Payload { body, .. } => HEADER_BYTES + body.filled(),
             State::Skip { .. } | State::Failed(_) => 0,
         }
     }

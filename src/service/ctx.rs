@@ -98,9 +98,9 @@ pub struct CoreCtx {
     pub policy: RefCell<ObjectsConfig>,
     /// The node's repair table (what this core's walker reports; drain requests).
     pub repair_board: RefCell<Option<Arc<crate::repair::board::RepairBoard>>>,
-    /// Erasure coding done by this core as coordinator.
     /// Record buffers this core's connections hold PUT payloads in (see `service::payload`).
     pub record_payloads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Erasure coding done by this core as coordinator.
     pub coding: RefCell<crate::stats::metrics::ClusterCounters>,
 }
 

@@ -107,9 +107,7 @@ impl OwnedBytes {
             range,
         }
     }
-}
 
-impl OwnedBytes {
     /// All of a record buffer's payload.
     pub fn record(record: RecordPayload) -> Self {
         let range = 0..record.as_slice().len();

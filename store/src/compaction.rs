@@ -3,16 +3,19 @@
 //!
 //! Steps: read the whole segment, in chunks of [`COMPACTION_READ_CHUNK_BYTES`] with few in
 //! flight, so client I/O queued behind it waits for a chunk, not for the segment (one 64 MiB
-//! read held 1 MiB PUTs for 80-90 ms); not read at all when no index entry points into it (it
-//! goes straight to the FREE marker, together with up to [`UNREAD_FREES_MAX`] - 1 other such
-//! segments under one flush: an unread free costs a marker write and a flush, and one at a time
-//! they freed ~18 segments/s under 1 MiB PUTs, barely what the PUTs filled); walk it; copy each live record through the normal append path
-//! (so copies are group-committed and acknowledged like client writes); a live record whose data
-//! fails its checksum is replaced by a DAMAGED marker at its version, so no older version can win
-//! later; once every copy is durable, write a FREE marker into the segment header and flush. Only
-//! then do index entries go that point into the segment (tombstones nothing older can resurrect,
-//! entries to unreadable records), and only then is the segment reused. A compaction that fails
-//! leaves its segment out of later picks until compaction is asked for again.
+//! read held 1 MiB PUTs for 80-90 ms); walk it; copy each live record through the normal append
+//! path (so copies are group-committed and acknowledged like client writes); a live record
+//! whose data fails its checksum is replaced by a DAMAGED marker at its version, so no older
+//! version can win later; once every copy is durable, write a FREE marker into the segment
+//! header and flush. Only then do index entries go that point into the segment (tombstones
+//! nothing older can resurrect, entries to unreadable records), and only then is the segment
+//! reused. A compaction that fails leaves its segment out of later picks until compaction is
+//! asked for again.
+//!
+//! A segment no index entry points into is not read at all: it goes straight to the FREE
+//! marker, with up to [`UNREAD_FREES_MAX`] - 1 other such segments under one flush (an unread
+//! free costs a marker write and a flush; one at a time they freed ~18 segments/s under 1 MiB
+//! PUTs, barely what the PUTs filled).
 
 use ds_nvme::{Completion, IoRequest};
 
@@ -235,8 +238,11 @@ impl CoreStore {
                 ));
             }
             Ok(_) => {
+                let member = self.members[usize::from(compaction.slot)]
+                    .as_ref()
+                    .expect("member");
+                let len = COMPACTION_READ_CHUNK_BYTES.min(member.segment_bytes() as usize - at);
                 let image = compaction.image.as_mut().expect("image").as_mut_slice();
-                let len = COMPACTION_READ_CHUNK_BYTES.min(image.len() - at);
                 image[at..at + len].copy_from_slice(&chunk.as_slice()[..len]);
             }
         }

@@ -35,6 +35,18 @@ pub fn put_buffer_bytes(data_bytes: usize) -> usize {
     record_disk_bytes(data_bytes, crate::limits::BLOCK_BYTES_MAX) as usize
 }
 
+/// The crc32c of a record's data: the caller's when it gave one (checked in debug builds),
+/// else computed.
+fn data_crc_of(given: Option<u32>, data: &[u8]) -> u32 {
+    match given {
+        Some(crc) => {
+            debug_assert_eq!(crc, crc32c::crc32c(data), "caller's data crc");
+            crc
+        }
+        None => crc32c::crc32c(data),
+    }
+}
+
 /// How a batch of records becomes durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -1148,13 +1160,7 @@ impl CoreStore {
             key: entry.key,
             meta,
             data_bytes: data_bytes as u32,
-            data_crc: match entry.data_crc {
-                Some(crc) => {
-                    debug_assert_eq!(crc, crc32c::crc32c(source), "caller's data crc");
-                    crc
-                }
-                None => crc32c::crc32c(source),
-            },
+            data_crc: data_crc_of(entry.data_crc, source),
             segment_seq: placement.segment_seq,
             lsn,
             born_lsn: born.unwrap_or(lsn),
@@ -1206,13 +1212,7 @@ impl CoreStore {
             key: entry.key,
             meta,
             data_bytes: data_bytes as u32,
-            data_crc: match entry.data_crc {
-                Some(crc) => {
-                    debug_assert_eq!(crc, crc32c::crc32c(data), "caller's data crc");
-                    crc
-                }
-                None => crc32c::crc32c(data),
-            },
+            data_crc: data_crc_of(entry.data_crc, data),
             segment_seq: placement.segment_seq,
             lsn,
             born_lsn: lsn,
