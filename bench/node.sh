@@ -10,7 +10,8 @@
 # file after the node wrote it. SPARSE=1 keeps the file sparse.
 # Prints one JSON object with every figure and the ratios.
 #   bench/node.sh [SECONDS] [CONNECTIONS] [DIR]    (defaults: 5, 2, target/bench/node)
-#   environment: CORES (2), POLL_MODE (adaptive), SPARSE (unset)
+#   environment: CORES (2), POLL_MODE (adaptive), SPARSE (unset), DEVICE (file; or loop: the node
+#   and fio both drive a loop device over the file, attached with direct I/O; needs root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
@@ -27,6 +28,22 @@ if [ -z "${SPARSE:-}" ]; then
   fio --name=prefill --filename="$dir/data/dev0.img" --direct=1 --ioengine=io_uring --rw=write \
     --bs=1M --iodepth=8 --size=8G --zero_buffers --output-format=terse >/dev/null
 fi
+device_kind=${DEVICE:-file}
+device_path="$dir/data/dev0.img"
+device_toml='path = "dev0.img"
+size = "8G"'
+cleanup() { :; }
+case $device_kind in
+  file) ;;
+  loop)
+    [ -n "${SPARSE:-}" ] && { echo "bench: DEVICE=loop needs the file written (unset SPARSE)" >&2; exit 1; }
+    device_path=$(losetup --direct-io=on -f --show "$dir/data/dev0.img")
+    cleanup() { losetup -d "$device_path" 2>/dev/null || true; }
+    device_toml="path = \"$device_path\""
+    ;;
+  *) echo "bench: DEVICE must be file or loop, not $device_kind" >&2; exit 1 ;;
+esac
+trap cleanup EXIT
 port=7390
 cat > "$dir/node.toml" <<TOML
 data_dir = "$dir/data"
@@ -36,8 +53,7 @@ poll_mode = "${POLL_MODE:-adaptive}"
 pin_cores = false
 log_level = "warn"
 [[devices]]
-path = "dev0.img"
-size = "8G"
+$device_toml
 TOML
 
 echo "bench: iperf3 loopback" >&2
@@ -47,7 +63,7 @@ iperf_gbit=$(iperf3 -c 127.0.0.1 -p 5390 -t "$seconds" -J | python3 -c 'import j
 
 $bin/ds-appliance --config "$dir/node.toml" > "$dir/node.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+trap 'kill $pid 2>/dev/null || true; cleanup' EXIT
 export DS_NODE=127.0.0.1:$port
 for _ in $(seq 100); do $bin/ds ping >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -65,7 +81,7 @@ kill -TERM $pid; wait $pid || true
 
 # The device ceiling, on the same file the node used (it is stopped now).
 fio_run() {
-  fio --output-format=json --name=bench --filename="$dir/data/dev0.img" --direct=1 --ioengine=io_uring \
+  fio --output-format=json --name=bench --filename="$device_path" --direct=1 --ioengine=io_uring \
     --size=4G --time_based --runtime="$seconds" "$@" \
     | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(json.dumps({"read_iops":j["read"]["iops"],"read_mb_per_second":j["read"]["bw_bytes"]/1e6,"write_mb_per_second":j["write"]["bw_bytes"]/1e6,"read_p99_us":j["read"]["clat_ns"].get("percentile",{}).get("99.000000",0)/1000}))'
 }
@@ -83,7 +99,7 @@ runs = {}
 for line in sys.stdin:
     name, blob = line.split(" ", 1)
     runs[name] = json.loads(blob)
-out = {"seconds_per_run": float(sys.argv[2]), "connections": int(sys.argv[3]),
+out = {"seconds_per_run": float(sys.argv[2]), "connections": int(sys.argv[3]), "device": sys.argv[4],
        "iperf3_loopback_gbit_per_s": round(iperf_gbit, 2),
        "fio_seq_write_1m_mb_per_s": round(runs["fio_write_1M"]["write_mb_per_second"]),
        "fio_seq_read_1m_mb_per_s": round(runs["fio_read_1M"]["read_mb_per_second"]),
@@ -99,4 +115,4 @@ out["get_1m_ratio_to_min_fio_read_iperf3"] = round(runs["ds_get_1M"]["mb_per_sec
 out["get_4k_qd1_p99_us"] = runs["ds_get_4K_qd1"]["latency_us"]["p99"]
 out["get_4k_ratio_to_fio_randread"] = round(runs["ds_get_4K"]["ops_per_second"] / out["fio_randread_4k_iops"], 3)
 print(json.dumps(out, indent=2))
-' "$iperf_gbit" "$seconds" "$connections"
+' "$iperf_gbit" "$seconds" "$connections" "$device_kind"
