@@ -21,6 +21,7 @@
 //! | 48..48+16P | node id holding shard i, for i in 0..P |
 //! | 48+16P..52+16P | crc32c of every byte before |
 
+use ds_proto::{Scheme, SchemeError};
 use thiserror::Error;
 
 /// The stripe number that holds an object's metadata record instead of data.
@@ -65,6 +66,8 @@ pub enum MetaError {
     Checksum,
     #[error("object metadata has a stripe size of 0")]
     StripeBytes,
+    #[error("object metadata has an invalid scheme: {0}")]
+    Scheme(SchemeError),
     #[error("object metadata places {placed} shards, but its scheme {k}+{m} has {}", *k as usize + *m as usize)]
     Placement { placed: usize, k: u8, m: u8 },
 }
@@ -159,6 +162,8 @@ impl ObjectMeta {
         if meta.stripe_bytes == 0 {
             return Err(MetaError::StripeBytes);
         }
+        // A valid scheme also bounds the placement (K + M entries) to what `encode` writes.
+        Scheme::new(meta.scheme_k, meta.scheme_m).map_err(MetaError::Scheme)?;
         let shards = usize::from(meta.scheme_k) + usize::from(meta.scheme_m);
         if !meta.placement.is_empty() && meta.placement.len() != shards {
             return Err(MetaError::Placement {
@@ -290,6 +295,28 @@ mod tests {
         assert!(copy.merge(&sample(50, false, 1)));
         assert!(copy.deleted);
         assert_eq!(copy.size, 50);
+    }
+
+    /// Found by the `meta_record` fuzz target: a record whose crc holds but whose scheme has
+    /// more shards than any scheme may (here 60+5, with 65 placement entries) was accepted, and
+    /// encoding it again (a merge writes it back) hit `encode`'s placement limit.
+    #[test]
+    fn records_with_an_invalid_scheme_are_refused() {
+        for (k, m) in [(60u8, 5u8), (0, 3)] {
+            let placed = usize::from(k) + usize::from(m);
+            let mut b = vec![0u8; FIXED_BYTES + 16 * placed + 4];
+            b[0..4].copy_from_slice(&MAGIC);
+            b[4..6].copy_from_slice(&FORMAT.to_le_bytes());
+            b[6] = k;
+            b[7] = m;
+            b[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            b[13] = placed as u8;
+            let end = b.len() - 4;
+            let crc = crc32c::crc32c(&b[..end]);
+            b[end..].copy_from_slice(&crc.to_le_bytes());
+            let error = ObjectMeta::decode(&b, 1).unwrap_err();
+            assert!(matches!(error, MetaError::Scheme(_)), "{k}+{m}: {error:?}");
+        }
     }
 
     #[test]
