@@ -1,6 +1,7 @@
 //! The `ds` CLI and `ds-appliance` options against a real node: objects through files and
 //! pipes, `--node` before or after the subcommand and from `DS_NODE`, config checking, the
-//! stats socket (`ds stats`, `ds top`), and the lock that keeps a second node off the devices.
+//! stats socket (`ds stats`, `ds top`), `ds bench`, and the lock that keeps a second node off
+//! the devices.
 
 mod node;
 
@@ -198,6 +199,54 @@ fn stats_socket_reports_the_work_done() {
         "0.2",
     ]));
     assert!(top.contains("core"), "{top}");
+}
+
+/// Every `ds bench` operation runs against a real node and reports what it did; the node's
+/// stats socket counts the same requests. Figures are not checked (benchmarks, not tests).
+#[test]
+fn bench_runs_every_operation_and_reports_it() {
+    let dir = workdir("cli_bench");
+    let node = NodeProcess::start(&write_config(&dir, 2, "1G", ""));
+    for op in ["put", "get", "mixed", "ping"] {
+        let out = ok(&node.ds(&[
+            "bench",
+            "--op",
+            op,
+            "--size",
+            "4K",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--duration",
+            "0.3",
+            "--json",
+        ]));
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["op"], op, "{out}");
+        assert_eq!(report["concurrency"], 4, "{out}");
+        assert!(report["ops"].as_u64().unwrap() > 0, "{out}");
+        assert!(report["latency_us"]["p99"].as_u64().unwrap() > 0, "{out}");
+    }
+    // Cores publish every 250 ms; the pings went through the node's loop, not around it.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let socket = node.stats_socket();
+    let json: serde_json::Value = serde_json::from_str(&ok(&node.ds(&[
+        "stats",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert!(
+        json["totals"]["ops"]["ping"]["count"].as_u64().unwrap() > 0,
+        "{json}"
+    );
+    // A ping payload past the protocol's limit is named, not sent.
+    let out = node.ds(&["bench", "--op", "ping", "--size", "2M", "--duration", "0.1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--size of a ping"), "{err}");
 }
 
 #[test]

@@ -191,6 +191,8 @@ enum OpArg {
     Put,
     Get,
     Mixed,
+    /// Echo `--size` bytes: the protocol and network alone, no storage.
+    Ping,
 }
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -501,6 +503,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 OpArg::Put => BenchOp::Put,
                 OpArg::Get => BenchOp::Get,
                 OpArg::Mixed => BenchOp::Mixed,
+                OpArg::Ping => BenchOp::Ping,
             };
             let spec = node_bench::Spec {
                 node: node.to_string(),

@@ -8,7 +8,9 @@
 //!
 //! Objects: every connection creates [`OBJECTS_PER_WORKER`] objects first. PUT writes `size`
 //! bytes at offset 0 of the next one (a whole-object overwrite after the first round); GET
-//! reads a whole object back (they are filled before timing starts); mixed alternates.
+//! reads a whole object back (they are filled before timing starts); mixed alternates. PING
+//! sends `size` bytes that the node echoes, and creates no objects: the protocol, the
+//! network and the node's loop without the store, as a ceiling for the others.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +23,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 const OBJECTS_PER_WORKER: usize = 16;
+/// A PING payload is at most one data chunk (`docs/protocol.md`, PING).
+const PING_PAYLOAD_BYTES_MAX: usize = ds_proto::limits::DATA_CHUNK_BYTES;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -29,6 +33,7 @@ pub enum BenchOp {
     Put,
     Get,
     Mixed,
+    Ping,
 }
 
 pub struct Spec {
@@ -98,6 +103,12 @@ impl Report {
 pub fn run(spec: &Spec) -> anyhow::Result<Report> {
     let size = usize::try_from(spec.size).context("--size does not fit in memory")?;
     anyhow::ensure!(size > 0, "--size must be at least 1 byte");
+    if spec.op == BenchOp::Ping {
+        anyhow::ensure!(
+            size <= PING_PAYLOAD_BYTES_MAX,
+            "--size of a ping is at most {PING_PAYLOAD_BYTES_MAX} bytes (the protocol's limit)"
+        );
+    }
     // Prepare every connection (objects created, filled for reads) before the clock starts,
     // all connections at once: a CREATE that waits for metadata copies on other nodes takes
     // a while, and a cluster run prepares many connections.
@@ -109,7 +120,12 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
             .with_context(|| format!("connecting to {node}"))?;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
         let mut objects = Vec::new();
-        for _ in 0..OBJECTS_PER_WORKER {
+        let count = if spec.op == BenchOp::Ping {
+            0
+        } else {
+            OBJECTS_PER_WORKER
+        };
+        for _ in 0..count {
             let id = client.create(spec.scheme)?;
             if spec.op != BenchOp::Put {
                 client.put(id, 0, &data)?;
@@ -234,21 +250,29 @@ fn work(worker: Worker, stop: &AtomicBool, done: &AtomicU64) -> anyhow::Result<H
     let mut n = index;
     loop {
         while inflight.len() < depth && !stop.load(Ordering::Relaxed) {
-            let id = objects[n % objects.len()];
-            let put = match op {
-                BenchOp::Put => true,
-                BenchOp::Get => false,
-                BenchOp::Mixed => n.is_multiple_of(2),
+            let opcode = match op {
+                BenchOp::Put => Opcode::Put,
+                BenchOp::Get => Opcode::Get,
+                BenchOp::Mixed if n.is_multiple_of(2) => Opcode::Put,
+                BenchOp::Mixed => Opcode::Get,
+                BenchOp::Ping => Opcode::Ping,
             };
             let request_id = client.next_request_id();
-            let opcode = if put { Opcode::Put } else { Opcode::Get };
             let mut header = Header::request(opcode, request_id);
+            // A ping names no object (there are none).
+            let id = objects
+                .get(n % objects.len().max(1))
+                .copied()
+                .unwrap_or_default();
             header.object_id = id;
-            let (payload, expect): (&[u8], u64) = if put {
-                (&data, 0)
-            } else {
-                header.length = data.len() as u64;
-                (&[], data.len() as u64)
+            let (payload, expect): (&[u8], u64) = match opcode {
+                Opcode::Put => (&data, 0),
+                // The reply echoes the payload.
+                Opcode::Ping => (&data, data.len() as u64),
+                _ => {
+                    header.length = data.len() as u64;
+                    (&[], data.len() as u64)
+                }
             };
             // Queued: written with the next receive that has to wait for the node, together
             // with the requests that answer the other replies already received.
